@@ -1,0 +1,543 @@
+/*
+ * evstream: in-process publish/subscribe event streaming.
+ *
+ * This header is the whole public API. Every declaration carries its
+ * contract: what it returns, who owns each pointer afterwards, which
+ * threads may call it and whether it blocks. A function is NOT safe to
+ * call concurrently on one object unless its comment says so.
+ *
+ * Conventions
+ *   - Functions return 0 on success or a negative EVS_E* code; a positive
+ *     value only where the comment says it is a count or a size.
+ *   - Constructors write the new object through an out-parameter, which
+ *     is NULL on failure. A failed call has no effect.
+ *   - Options structs are plain data whose zero value is the default;
+ *     the library copies them. NULL options mean every default.
+ *   - Every destroy/unref function accepts NULL.
+ *
+ * SPEC.md is the design of record (architecture, memory model,
+ * guarantees); this header is the reference.
+ */
+#ifndef EVSTREAM_H
+#define EVSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EVS_VERSION_MAJOR 0
+#define EVS_VERSION_MINOR 1
+#define EVS_VERSION_PATCH 0
+#define EVS_VERSION_STRING "0.1.0"
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The one table of error codes. Codes are never renumbered; new ones are
+ * appended. X(name, value, message).
+ */
+#define EVS_ERRORS(X)                                                        \
+    X(EINVAL,    -1,  "invalid argument")                                    \
+    X(ENOMEM,    -2,  "out of memory")                                       \
+    X(ECLOSED,   -3,  "stream is closed")                                    \
+    X(EFULL,     -4,  "stream queue is full")                                \
+    X(ETIMEDOUT, -5,  "timed out")                                           \
+    X(ESEALED,   -6,  "event is published and immutable")                    \
+    X(ENOTFOUND, -7,  "no such key")                                         \
+    X(EBADMSG,   -8,  "malformed input")                                     \
+    X(ETOOBIG,   -9,  "input exceeds a limit")                               \
+    X(EDEADLK,   -10, "would wait for the calling thread itself")            \
+    X(ESYSTEM,   -11, "the system refused a resource (thread, clock)")       \
+    X(ETYPE,     -12, "value has another type")
+
+enum evs_error {
+    EVS_OK = 0,
+#define EVS__ERR_ENUM(name, value, msg) EVS_##name = (value),
+    EVS_ERRORS(EVS__ERR_ENUM)
+#undef EVS__ERR_ENUM
+};
+
+/*
+ * A human-readable message for any int: "success" for 0, the table's
+ * message for a known code, "unknown error" otherwise.
+ * Ownership: returns a string literal; never free it.
+ * Threads: any thread.
+ */
+const char *evs_strerror(int code);
+
+/*
+ * The code's symbolic name ("EVS_EINVAL"), "EVS_OK" for 0, or
+ * "EVS_EUNKNOWN" for a code not in the table.
+ * Ownership: returns a string literal.
+ * Threads: any thread.
+ */
+const char *evs_errname(int code);
+
+/* ------------------------------------------------------------------ */
+/* Growable byte buffer                                                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A plain-data appendable buffer used by the encoders. Zero-initialise
+ * it ({0}); encoders append to it and keep `data` NUL-terminated (the
+ * NUL is not counted in `len`). Free it with evs_buf_free().
+ */
+typedef struct evs_buf {
+    char  *data; /* owned by the buffer; NULL while empty */
+    size_t len;  /* bytes written, without the trailing NUL */
+    size_t cap;  /* bytes allocated */
+} evs_buf;
+
+/*
+ * Make room for at least `extra` more bytes (plus the trailing NUL).
+ * Returns 0 or EVS_ENOMEM (the buffer is unchanged then).
+ * Threads: not concurrently on one buffer.
+ */
+int evs_buf_reserve(evs_buf *b, size_t extra);
+
+/*
+ * Append `len` bytes. Returns 0 or EVS_ENOMEM (buffer unchanged).
+ * Ownership: copies `p`.
+ * Threads: not concurrently on one buffer.
+ */
+int evs_buf_append(evs_buf *b, const void *p, size_t len);
+
+/* Set len to 0 and keep the memory. Threads: not concurrently. */
+void evs_buf_reset(evs_buf *b);
+
+/* Free the memory and zero the struct. Accepts NULL. */
+void evs_buf_free(evs_buf *b);
+
+/* ------------------------------------------------------------------ */
+/* Events                                                              */
+/* ------------------------------------------------------------------ */
+
+typedef struct evs_event evs_event;
+
+/* The event's type. Custom names use EVS_TYPE_CUSTOM plus a name. */
+typedef enum evs_type {
+    EVS_TYPE_MESSAGE = 0,
+    EVS_TYPE_ERROR,
+    EVS_TYPE_CONNECT,
+    EVS_TYPE_DISCONNECT,
+    EVS_TYPE_HEARTBEAT,
+    EVS_TYPE_CUSTOM
+} evs_type;
+
+/* How the data bytes are to be read. */
+typedef enum evs_content {
+    EVS_CONTENT_BINARY = 0, /* opaque bytes; JSON renders them as base64 */
+    EVS_CONTENT_TEXT,       /* UTF-8 text (invalid sequences render as U+FFFD) */
+    EVS_CONTENT_JSON,       /* one JSON value, validated when set */
+    EVS_CONTENT_MSGPACK     /* one msgpack object, validated when set */
+} evs_content;
+
+/*
+ * Limits on what an event may hold. Inputs over a limit give EVS_ETOOBIG.
+ * SPEC.md lists them with their reasons.
+ */
+#define EVS_MAX_TOPIC     4096u           /* bytes in a topic */
+#define EVS_MAX_TYPE_NAME 256u            /* bytes in a custom type name */
+#define EVS_MAX_DATA      (64u << 20)     /* bytes of data: 64 MiB */
+#define EVS_MAX_META      (1u << 20)      /* bytes of encoded metadata */
+#define EVS_MAX_DEPTH     24u             /* msgpack/JSON nesting depth */
+
+/*
+ * Create an event with a copy of `data` (content EVS_CONTENT_BINARY) and
+ * of `topic` (NULL means ""). The id is 0 until a stream publishes it;
+ * the timestamp is the creation time (CLOCK_REALTIME, ns). Use the
+ * evs_event_set_* functions before publishing to set the content type,
+ * a custom type name or metadata.
+ * Returns 0, EVS_EINVAL (out NULL, type out of range or EVS_TYPE_CUSTOM:
+ * use evs_event_set_type_name, data NULL with len > 0), EVS_ETOOBIG, or
+ * EVS_ENOMEM.
+ * Ownership: the caller owns the one reference in *out.
+ * Threads: any thread.
+ */
+int evs_event_create(evs_event **out, evs_type type, const char *topic,
+                     const void *data, size_t len);
+
+/*
+ * The helper in the spirit of create_event(data, type, **metadata):
+ * `type_name` is "message", "error", ... or any custom name (NULL means
+ * "message"); `json` is one JSON value (NULL means no data) stored as
+ * msgpack (EVS_CONTENT_MSGPACK) so that it renders back to JSON;
+ * `meta` is NULL or a NULL-terminated list of key, value string pairs
+ * stored as metadata.
+ *   evs_event_make(&ev, "Purchase", "orders", "{\"sku\":7}",
+ *                  (const char *[]){"region", "eu", NULL});
+ * Returns 0, EVS_EINVAL (bad name, odd meta list), EVS_EBADMSG (json
+ * does not parse), EVS_ETOOBIG, or EVS_ENOMEM.
+ * Ownership: copies every input; the caller owns the reference in *out.
+ * Threads: any thread.
+ */
+int evs_event_make(evs_event **out, const char *type_name, const char *topic,
+                   const char *json, const char *const *meta);
+
+/*
+ * Add a reference. Returns `ev`.
+ * Threads: any thread, concurrently with other ref/unref calls.
+ */
+evs_event *evs_event_ref(const evs_event *ev);
+
+/*
+ * Drop a reference; the last one frees the event. Accepts NULL.
+ * Threads: any thread, concurrently with other ref/unref calls.
+ */
+void evs_event_unref(const evs_event *ev);
+
+/*
+ * Set how the data is read. JSON and msgpack data are validated (one
+ * complete value, nesting at most EVS_MAX_DEPTH).
+ * Returns 0, EVS_EINVAL (bad content), EVS_EBADMSG (data is not valid
+ * for that content type), or EVS_ESEALED once published.
+ * Threads: not concurrently with any other call on `ev`.
+ */
+int evs_event_set_content(evs_event *ev, evs_content content);
+
+/*
+ * Give the event a type by name: the built-in names ("message", "error",
+ * "connect", "disconnect", "heartbeat") select that type, any other name
+ * makes it EVS_TYPE_CUSTOM with that name. Names are 1..EVS_MAX_TYPE_NAME
+ * bytes with no CR, LF or NUL.
+ * Returns 0, EVS_EINVAL, EVS_ETOOBIG, EVS_ENOMEM or EVS_ESEALED.
+ * Ownership: copies `name`.
+ * Threads: not concurrently with any other call on `ev`.
+ */
+int evs_event_set_type_name(evs_event *ev, const char *name);
+
+/*
+ * Metadata: a msgpack map with string keys, set before publishing.
+ * Setting a key that exists replaces its value.
+ * `_raw` takes one encoded msgpack value (validated).
+ * Each returns 0, EVS_EINVAL (NULL key or value, empty key), EVS_EBADMSG
+ * (raw value malformed), EVS_ETOOBIG (metadata over EVS_MAX_META),
+ * EVS_ENOMEM, or EVS_ESEALED once published.
+ * Ownership: copies key and value.
+ * Threads: not concurrently with any other call on `ev`.
+ */
+int evs_event_meta_set_str(evs_event *ev, const char *key, const char *value);
+int evs_event_meta_set_i64(evs_event *ev, const char *key, int64_t value);
+int evs_event_meta_set_f64(evs_event *ev, const char *key, double value);
+int evs_event_meta_set_bool(evs_event *ev, const char *key, bool value);
+int evs_event_meta_set_raw(evs_event *ev, const char *key, const void *mp,
+                           size_t len);
+
+/*
+ * Metadata getters. `_str` gives a pointer into the event and a length
+ * (the string is NOT NUL-terminated); `_raw` gives the encoded msgpack
+ * value. Integers that fit are returned by `_i64`; `_f64` accepts
+ * floats and integers.
+ * Each returns 0, EVS_EINVAL, EVS_ENOTFOUND, or EVS_ETYPE.
+ * Ownership: returned pointers borrow from `ev`; valid while you hold a
+ * reference.
+ * Threads: any thread once published; before that, as the setters.
+ */
+int evs_event_meta_get_str(const evs_event *ev, const char *key,
+                           const char **value, size_t *len);
+int evs_event_meta_get_i64(const evs_event *ev, const char *key, int64_t *value);
+int evs_event_meta_get_f64(const evs_event *ev, const char *key, double *value);
+int evs_event_meta_get_bool(const evs_event *ev, const char *key, bool *value);
+int evs_event_meta_get_raw(const evs_event *ev, const char *key,
+                           const void **mp, size_t *len);
+
+/*
+ * Accessors. Pointers borrow from the event and stay valid while the
+ * caller holds a reference (a handler borrows its event until it
+ * returns).
+ *   id:        0 until published; then the publishing stream's id.
+ *   type:      the enum; type_name: "message", ..., or the custom name.
+ *   topic:     NUL-terminated, possibly "".
+ *   data:      the bytes (NULL when len is 0); content: their type.
+ *   meta:      the encoded msgpack map (an empty map when none is set).
+ *   timestamp: ns since the Unix epoch, set at creation.
+ *   published: whether a stream has published it (then it is immutable).
+ * Threads: any thread once published; before that, not concurrently
+ * with a setter.
+ */
+uint64_t     evs_event_id(const evs_event *ev);
+evs_type     evs_event_type(const evs_event *ev);
+const char  *evs_event_type_name(const evs_event *ev);
+const char  *evs_event_topic(const evs_event *ev);
+const void  *evs_event_data(const evs_event *ev, size_t *len);
+evs_content  evs_event_content(const evs_event *ev);
+const void  *evs_event_meta(const evs_event *ev, size_t *len);
+int64_t      evs_event_timestamp(const evs_event *ev);
+bool         evs_event_published(const evs_event *ev);
+
+/*
+ * Name of a built-in type ("message", ...); NULL for an out-of-range
+ * value or EVS_TYPE_CUSTOM. Threads: any.
+ */
+const char *evs_type_name(evs_type type);
+
+/*
+ * Append the event encoded as one msgpack map (SPEC.md, "Wire format")
+ * to `out`. Decoding that with evs_event_from_msgpack gives back an
+ * event equal in every field (id and timestamp included).
+ * Returns 0, EVS_EINVAL or EVS_ENOMEM (out unchanged then).
+ * Ownership: borrows `ev`; appends to the caller's buffer.
+ * Threads: any thread once published.
+ */
+int evs_event_to_msgpack(const evs_event *ev, evs_buf *out);
+
+/*
+ * Decode one event from `buf` (exactly `len` bytes: trailing bytes are
+ * an error). Hostile input is safe: every count and length is checked
+ * against the bytes present and the nesting against EVS_MAX_DEPTH before
+ * any allocation, so memory used is bounded by a small multiple of len.
+ * The decoded event keeps its id and counts as published (immutable).
+ * Returns 0, EVS_EINVAL (NULL args), EVS_EBADMSG (malformed, wrong
+ * shape), EVS_ETOOBIG (over a limit), or EVS_ENOMEM.
+ * Ownership: copies from `buf`; the caller owns the reference in *out.
+ * Threads: any thread.
+ */
+int evs_event_from_msgpack(evs_event **out, const void *buf, size_t len);
+
+/*
+ * Append a JSON rendering of the event to `out`:
+ *   {"id":"7","type":"message","topic":"a.b","content":"msgpack",
+ *    "data":...,"metadata":{...},"timestamp":"2026-11-21T17:00:00.000000001Z"}
+ * The id is a string (64-bit ids exceed JSON's exact integers). data is
+ * rendered by content: msgpack as JSON, JSON as is, text as a string,
+ * binary as a base64 string. Strings are escaped per RFC 8259 and invalid
+ * UTF-8 becomes U+FFFD, so the output is always valid UTF-8 JSON.
+ * Returns 0, EVS_EINVAL or EVS_ENOMEM (out unchanged then).
+ * Threads: any thread once published.
+ */
+int evs_event_to_json(const evs_event *ev, evs_buf *out);
+
+/* ------------------------------------------------------------------ */
+/* Streams                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct evs_stream evs_stream;
+typedef struct evs_sub evs_sub;
+
+/* What publish does when the stream's queue is full. */
+typedef enum evs_overflow {
+    EVS_OVERFLOW_BLOCK = 0,  /* wait for room (opts.block_timeout_ms) */
+    EVS_OVERFLOW_DROP_NEWEST,/* discard the event being published; count it */
+    EVS_OVERFLOW_DROP_OLDEST,/* discard the oldest queued event; count it */
+    EVS_OVERFLOW_FAIL        /* return EVS_EFULL; count it */
+} evs_overflow;
+
+/* Where handlers run. */
+typedef enum evs_delivery {
+    EVS_DELIVERY_DISPATCHER = 0, /* on the stream's dispatcher thread */
+    EVS_DELIVERY_INLINE          /* on the publishing thread, inside publish */
+} evs_delivery;
+
+/* How an idle dispatcher waits for events. */
+typedef enum evs_wait {
+    EVS_WAIT_PARK = 0, /* spin briefly, then sleep in the kernel (no CPU when idle) */
+    EVS_WAIT_YIELD,    /* spin, then sched_yield() in a loop (low latency, burns CPU) */
+    EVS_WAIT_SPIN      /* busy-spin forever (lowest latency, one core at 100%) */
+} evs_wait;
+
+/* Pass as a timeout to wait without limit. */
+#define EVS_FOREVER (-1)
+/* Pass as opts.history to keep no history. */
+#define EVS_HISTORY_NONE ((size_t)-1)
+/* Most slots a stream's ring may have. */
+#define EVS_MAX_CAPACITY ((size_t)1 << 24)
+
+/* A handler's error, reported to the stream's error hook. */
+typedef void (*evs_error_fn)(evs_sub *sub, const evs_event *ev, int rc,
+                             void *user);
+
+/*
+ * Stream options. Zero for each field is the default; bad values make
+ * evs_stream_create fail with EVS_EINVAL.
+ */
+typedef struct evs_stream_opts {
+    size_t       capacity;         /* queue slots, a power of two in
+                                      [2, EVS_MAX_CAPACITY]; 0 = 4096 */
+    size_t       history;          /* events kept for recent(); 0 = 1000;
+                                      EVS_HISTORY_NONE = none */
+    evs_overflow overflow;         /* 0 = EVS_OVERFLOW_BLOCK */
+    int          block_timeout_ms; /* BLOCK only: 0 = wait forever; > 0 = give
+                                      up with EVS_ETIMEDOUT after this long */
+    evs_delivery delivery;         /* 0 = EVS_DELIVERY_DISPATCHER */
+    evs_wait     wait;             /* 0 = EVS_WAIT_PARK */
+    evs_error_fn on_error;         /* NULL = count handler errors only */
+    void        *on_error_user;    /* passed to on_error untouched */
+} evs_stream_opts;
+
+/*
+ * Create a stream and, for dispatcher delivery, start its dispatcher
+ * thread.
+ * Returns 0, EVS_EINVAL (bad option), EVS_ENOMEM, or EVS_ESYSTEM (the
+ * thread could not be started).
+ * Ownership: the caller owns *out and must evs_stream_destroy it.
+ * Threads: any thread.
+ */
+int evs_stream_create(evs_stream **out, const evs_stream_opts *opts);
+
+/*
+ * Deliver `ev` to every subscription of the stream. The stream assigns
+ * the event its id (ids are strictly increasing per stream, in the order
+ * subscribers see them) and takes its own reference; an event already
+ * published elsewhere is published as a new event that shares the
+ * original's payload (no copy) under this stream's id: read it back with
+ * evs_stream_publish_id.
+ * Returns 0 when the event is accepted, and also when it is dropped under
+ * EVS_OVERFLOW_DROP_NEWEST (counted in stats.dropped_newest);
+ * EVS_ECLOSED after evs_stream_close; EVS_EFULL under EVS_OVERFLOW_FAIL;
+ * EVS_ETIMEDOUT when a block timeout passes; EVS_EINVAL; EVS_ENOMEM.
+ * Ownership: borrows `ev`: the caller still owns its reference and drops
+ * it whatever the result.
+ * Threads: any thread, concurrently with other publishers and with
+ * subscribe/unsubscribe; also from inside a handler.
+ * Blocks: only under EVS_OVERFLOW_BLOCK while the queue is full, at most
+ * block_timeout_ms. A handler that publishes to its own full stream under
+ * BLOCK would wait for itself: it gets EVS_EDEADLK instead.
+ */
+int evs_stream_publish(evs_stream *s, const evs_event *ev);
+
+/*
+ * As evs_stream_publish, and writes the id the event got to *id (0 when
+ * it was dropped under EVS_OVERFLOW_DROP_NEWEST or the call failed).
+ */
+int evs_stream_publish_id(evs_stream *s, const evs_event *ev, uint64_t *id);
+
+/* A subscription's handler. Return 0, or a code counted as an error. */
+typedef int (*evs_handler_fn)(const evs_event *ev, void *user);
+/* A subscription's filter: true to deliver the event to the handler. */
+typedef bool (*evs_filter_fn)(const evs_event *ev, void *user);
+
+/* Per-subscription options; zero is the default. Reserved for growth. */
+typedef struct evs_sub_opts {
+    int reserved; /* must be 0 */
+} evs_sub_opts;
+
+/*
+ * Subscribe `handler` (and optional `filter`, called first on the same
+ * thread) to the stream. The subscription receives exactly the events
+ * accepted after this call returns (and may receive events whose publish
+ * overlapped it), in the stream's id order, until evs_unsubscribe.
+ * `pattern` (NULL means ">") is stored and readable with evs_sub_pattern;
+ * TopicStream matches it against topics.
+ * Returns 0, EVS_EINVAL (NULL handler, bad opts), EVS_ECLOSED, EVS_ENOMEM.
+ * Ownership: copies `pattern`; `user` is passed back untouched and must
+ * live until evs_unsubscribe returns. *out belongs to the stream: it is
+ * freed by evs_unsubscribe or evs_stream_destroy.
+ * Threads: any thread, including inside a handler of this stream.
+ */
+int evs_subscribe(evs_sub **out, evs_stream *s, const char *pattern,
+                  evs_handler_fn handler, evs_filter_fn filter, void *user,
+                  const evs_sub_opts *opts);
+
+/*
+ * End a subscription. When it returns, the handler and filter are never
+ * called again and `user` may be freed; from another thread it waits
+ * for a call in progress to finish, and inside the subscription's own
+ * handler it returns at once (that call is the last). The handle is
+ * invalid afterwards.
+ * Returns 0 or EVS_EINVAL (NULL).
+ * Threads: any thread, including inside any handler of this stream.
+ * Blocks: while a call of this subscription's handler runs on another
+ * thread.
+ */
+int evs_unsubscribe(evs_sub *sub);
+
+/* The stored pattern (">" when NULL was given). Borrowed from `sub`. */
+const char *evs_sub_pattern(const evs_sub *sub);
+
+/*
+ * Stop intake: later publishes return EVS_ECLOSED, and publishers waiting
+ * for room wake with EVS_ECLOSED. Then wait up to `timeout_ms` (0 = do
+ * not wait, EVS_FOREVER = no limit) until every event accepted before the
+ * close has been delivered. Idempotent.
+ * Returns 0 when everything accepted was delivered, else EVS_ETIMEDOUT
+ * with the number still queued in *left (if left is not NULL; 0 on
+ * success). Inside a handler of this stream it does not wait (as if
+ * timeout_ms were 0): the rest is delivered after the handler returns.
+ * Threads: any thread, concurrently with publishers.
+ * Blocks: up to timeout_ms.
+ */
+int evs_stream_close(evs_stream *s, int timeout_ms, uint64_t *left);
+
+/*
+ * Wait until every event accepted so far has been delivered (the stream
+ * stays open). Returns 0, EVS_ETIMEDOUT (with *left as for close),
+ * or EVS_EDEADLK inside a handler of this stream.
+ * Threads: any thread. Blocks: up to timeout_ms.
+ */
+int evs_stream_flush(evs_stream *s, int timeout_ms, uint64_t *left);
+
+/*
+ * Close the stream, deliver everything it accepted, stop its thread,
+ * end the remaining subscriptions and free it. Accepts NULL.
+ * Returns 0, or EVS_EDEADLK (and does nothing) inside a handler of this
+ * stream.
+ * Ownership: every evs_sub of the stream becomes invalid.
+ * Threads: any thread but the stream's dispatcher; not concurrently with
+ * other calls on `s` (close the stream and join your publishers first).
+ * Blocks: until queued events are delivered.
+ */
+int evs_stream_destroy(evs_stream *s);
+
+/*
+ * Copy references to up to `max` of the most recent events into `out`,
+ * oldest first (newest last). History records an event when the
+ * dispatcher takes it (inline delivery: when it is published).
+ * Returns the number written (>= 0) or EVS_EINVAL.
+ * Ownership: the caller owns one reference to each event written and
+ * unrefs each.
+ * Threads: any thread, concurrently with publishers.
+ */
+int evs_stream_recent(evs_stream *s, const evs_event **out, size_t max);
+
+/* A stream's counters. A plain-data snapshot. */
+typedef struct evs_stream_stats {
+    uint64_t published;      /* events accepted (ids handed out) */
+    uint64_t delivered;      /* handler calls */
+    uint64_t filtered;       /* events a filter kept from a handler */
+    uint64_t handler_errors; /* handler calls that returned non-zero */
+    uint64_t dropped_newest; /* DROP_NEWEST: events refused on a full queue */
+    uint64_t dropped_oldest; /* DROP_OLDEST: queued events discarded */
+    uint64_t rejected_full;  /* FAIL: publishes answered EVS_EFULL */
+    uint64_t timed_out;      /* BLOCK: publishes answered EVS_ETIMEDOUT */
+    uint64_t dropped_nomem;  /* accepted events lost to allocation failure */
+    uint64_t queued;         /* events accepted but not yet dispatched */
+    uint64_t queue_hwm;      /* most events ever queued at once */
+    uint64_t subscribers;    /* live subscriptions */
+} evs_stream_stats;
+
+/*
+ * Read the stream's counters. Counters only grow (except queued and
+ * subscribers); each is exact but they are read one by one, so a snapshot
+ * taken while events flow may mix instants.
+ * Returns 0 or EVS_EINVAL. Threads: any thread.
+ */
+int evs_stream_stats_get(evs_stream *s, evs_stream_stats *out);
+
+/* A subscription's counters. */
+typedef struct evs_sub_stats {
+    uint64_t delivered;      /* handler calls */
+    uint64_t filtered;       /* events its filter rejected */
+    uint64_t handler_errors; /* non-zero handler returns */
+    uint64_t dropped;        /* events the stream dropped (any reason)
+                                while this subscription was live: each is
+                                one it may have missed */
+    uint64_t queue_hwm;      /* deepest queue seen when it was served */
+} evs_sub_stats;
+
+/*
+ * Read a subscription's counters. Returns 0 or EVS_EINVAL.
+ * Threads: any thread, until evs_unsubscribe.
+ */
+int evs_sub_stats_get(const evs_sub *sub, evs_sub_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EVSTREAM_H */

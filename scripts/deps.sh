@@ -1,0 +1,37 @@
+#!/bin/sh
+# Install the Debian packages evstream needs, if pkg-config cannot find
+# them. Safe to run again: it does nothing when everything is present.
+# Usage: scripts/deps.sh [build|test|bench|sanitizers|all]
+set -eu
+what=${1:-build}
+
+# pkg-config module -> Debian package
+need_pkgs=""
+check() { pkg-config --exists "$1" 2>/dev/null || need_pkgs="$need_pkgs $2"; }
+
+command -v pkg-config >/dev/null 2>&1 || need_pkgs="$need_pkgs pkg-config"
+command -v cc >/dev/null 2>&1 || need_pkgs="$need_pkgs gcc"
+command -v make >/dev/null 2>&1 || need_pkgs="$need_pkgs make"
+check ck libck-dev
+check msgpack libmsgpack-dev
+check jansson libjansson-dev
+case "$what" in
+  test|all|sanitizers) check criterion libcriterion-dev ;;
+esac
+case "$what" in
+  bench|all) check libzmq libzmq3-dev
+             [ -f /usr/include/nng/nng.h ] || need_pkgs="$need_pkgs libnng-dev" ;;
+esac
+case "$what" in
+  sanitizers|all) [ -n "$(ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.tsan-x86_64.a 2>/dev/null)" ] \
+                    || need_pkgs="$need_pkgs clang libclang-rt-14-dev" ;;
+esac
+
+[ -z "$need_pkgs" ] && exit 0
+echo "evstream: installing missing packages:$need_pkgs" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq $need_pkgs >/dev/null

@@ -1,0 +1,73 @@
+/*
+ * What every evstream module shares: the allocator hook, cache-line
+ * padding, the monotonic/real-time clocks and the lock order.
+ *
+ * Lock order (take them in this order, never the reverse; no user code
+ * runs while any of them is held):
+ *   1. evs_stream.sub_lock   subscription writers (subscribe/unsubscribe)
+ *   2. evs_stream.hist_lock  the history ring
+ * Nothing else in the library is a lock: the publish and dispatch paths
+ * are lock-free (SPEC.md, "Threading and memory model").
+ */
+#ifndef EVS_INTERNAL_H
+#define EVS_INTERNAL_H
+
+#include "evstream.h"
+
+#include <ck_pr.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define EVS_CACHELINE 64
+/* Put a field on its own cache line so producer and consumer fields
+ * never share one (false sharing costs a line transfer per write). */
+#define EVS_ALIGNED __attribute__((aligned(EVS_CACHELINE)))
+
+/* The struct of type T whose member m is at p. */
+#define evs_container_of(p, T, m) ((T *)(void *)((char *)(p) - offsetof(T, m)))
+
+#define evs_likely(x)   __builtin_expect(!!(x), 1)
+#define evs_unlikely(x) __builtin_expect(!!(x), 0)
+
+/*
+ * Allocation. Every allocation in the library goes through these, so a
+ * test can make the k-th one fail (evs__alloc_fail_after) and check that
+ * each failure is reported as EVS_ENOMEM and leaks nothing.
+ */
+void *evs__malloc(size_t n);
+void *evs__calloc(size_t n, size_t size);
+void *evs__realloc(void *p, size_t n);
+void  evs__free(void *p);
+/* Cache-line aligned (EVS_CACHELINE); free with evs__free. */
+void *evs__aligned_alloc(size_t n);
+char *evs__strndup(const char *s, size_t n);
+
+/*
+ * Test hook: make the allocation after `k` more succeed fail (k = 0: the
+ * next one fails); k < 0 turns failure injection off. Returns how many
+ * allocations were attempted since the previous call. Process-wide.
+ */
+long evs__alloc_fail_after(long k);
+
+/* Nanoseconds on CLOCK_MONOTONIC and CLOCK_REALTIME. */
+int64_t evs__now_mono_ns(void);
+int64_t evs__now_real_ns(void);
+
+/*
+ * Loads and stores of fields shared between threads without a lock.
+ * ck_pr_load/ck_pr_store are volatile accesses, which ThreadSanitizer
+ * cannot tell from plain ones, and ck's standalone fences are invisible
+ * to it. These __atomic forms compile to the same single moves on
+ * x86-64 and carry acquire/release meaning that TSan checks. Atomic
+ * read-modify-write operations (CAS, add) use ck_pr.
+ */
+#define evs_load(p)            __atomic_load_n((p), __ATOMIC_RELAXED)
+#define evs_load_acquire(p)    __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define evs_store(p, v)        __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define evs_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+/* Pause inside a spin loop (ck_pr_stall: `pause` on x86). */
+static inline void evs__cpu_relax(void) { ck_pr_stall(); }
+
+#endif /* EVS_INTERNAL_H */

@@ -1,0 +1,582 @@
+/*
+ * JSON in and out (see json.h), and evs_event_to_json.
+ *
+ * Reading: jansson parses (we never hand-parse JSON); we then check the
+ * nesting depth on jansson's tree with the same rule as evs__mp_check (a
+ * scalar or an empty container is depth 0, a non-empty container one more
+ * than its deepest element), so a JSON value is accepted exactly when the
+ * msgpack it becomes would be, and pack it with msgpack-c.
+ *
+ * Writing: msgpack is rendered by a recursive walk whose depth is capped
+ * (RENDER_DEPTH), so even unchecked input cannot exhaust the stack; every
+ * read is bounded by evs__mp_read against the bytes that remain.
+ *
+ * Every appending function either succeeds or leaves `out` as it found it
+ * (len and the trailing NUL restored; capacity may have grown). Pure: no
+ * threads, locks or clocks. jansson allocates with its own allocator (we
+ * do not install ours, as that is process-wide state the application may
+ * own); its out-of-memory errors are still reported as EVS_ENOMEM.
+ */
+#include "json.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "evs_internal.h"
+#include "mpscan.h"
+
+/*
+ * Deepest msgpack nesting the renderer follows. Checked inputs are at
+ * most EVS_MAX_DEPTH + 1 deep (a metadata map of EVS_MAX_DEPTH-deep
+ * values); the cap only keeps unchecked input from recursing without
+ * bound. Deeper input gives EVS_EBADMSG.
+ */
+#define RENDER_DEPTH (2 * EVS_MAX_DEPTH)
+
+static void restore(evs_buf *out, size_t len)
+{
+    out->len = len;
+    if (out->data != NULL)
+        out->data[len] = '\0';
+}
+
+/* ------------------------------------------------------------------ */
+/* Strings                                                             */
+/* ------------------------------------------------------------------ */
+
+static const char hexdig[] = "0123456789abcdef";
+
+/*
+ * Length of the well-formed UTF-8 sequence at s[0..n), or, when it is
+ * ill-formed, the negated length of its maximal subpart (at least 1):
+ * the bytes that one U+FFFD replaces (Unicode ch. 3, "U+FFFD Substitution
+ * of Maximal Subparts"). Ranges are those of Table 3-7, which exclude
+ * overlongs, surrogates (ED A0..BF) and code points above U+10FFFF.
+ */
+static long utf8_seq(const uint8_t *s, size_t n)
+{
+    uint8_t c = s[0];
+    size_t need;
+    uint8_t lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else {
+        return -1; /* 80..C1 (continuation, overlong lead), F5..FF */
+    }
+    size_t i = 1;
+    for (; i < need && i < n; i++) {
+        uint8_t b = s[i];
+        if (i == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xbf))
+            break;
+    }
+    return i == need ? (long)need : -(long)i;
+}
+
+/*
+ * Write the escaped body of s[0..n) to dst (when not NULL) and return
+ * its length. Run twice: once to size, once to write, so the buffer
+ * grows once and a failure changes nothing.
+ */
+static size_t escape(char *dst, const uint8_t *s, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        uint8_t c = s[i];
+        const char *esc = NULL;
+        switch (c) {
+        case '"': esc = "\\\""; break;
+        case '\\': esc = "\\\\"; break;
+        case '\b': esc = "\\b"; break;
+        case '\f': esc = "\\f"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\t': esc = "\\t"; break;
+        default: break;
+        }
+        if (esc != NULL) {
+            if (dst)
+                memcpy(dst + o, esc, 2);
+            o += 2;
+            i++;
+        } else if (c < 0x20 || c == 0x7f) {
+            if (dst) {
+                memcpy(dst + o, "\\u00", 4);
+                dst[o + 4] = hexdig[c >> 4];
+                dst[o + 5] = hexdig[c & 15];
+            }
+            o += 6;
+            i++;
+        } else {
+            long k = utf8_seq(s + i, n - i);
+            if (k > 0) {
+                if (dst)
+                    memcpy(dst + o, s + i, (size_t)k);
+                o += (size_t)k;
+                i += (size_t)k;
+            } else {
+                if (dst)
+                    memcpy(dst + o, "\xef\xbf\xbd", 3);
+                o += 3;
+                i += (size_t)-k;
+            }
+        }
+    }
+    return o;
+}
+
+int evs__json_append_string(evs_buf *out, const void *s, size_t len)
+{
+    if (out == NULL || (s == NULL && len > 0))
+        return EVS_EINVAL;
+    /* Each input byte becomes at most 6 output bytes. */
+    if (len > (SIZE_MAX / 2 - 2) / 6)
+        return EVS_ENOMEM;
+    size_t body = escape(NULL, s, len);
+    int rc = evs_buf_reserve(out, body + 2);
+    if (rc != 0)
+        return rc;
+    char *d = out->data + out->len;
+    d[0] = '"';
+    escape(d + 1, s, len);
+    d[body + 1] = '"';
+    out->len += body + 2;
+    out->data[out->len] = '\0';
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* base64 and time                                                     */
+/* ------------------------------------------------------------------ */
+
+static const char b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+int evs__base64_append(evs_buf *out, const void *p, size_t len)
+{
+    if (out == NULL || (p == NULL && len > 0))
+        return EVS_EINVAL;
+    if (len > SIZE_MAX / 8)
+        return EVS_ENOMEM;
+    size_t olen = (len + 2) / 3 * 4;
+    int rc = evs_buf_reserve(out, olen);
+    if (rc != 0)
+        return rc;
+    const uint8_t *s = p;
+    char *d = out->data + out->len;
+    size_t i = 0;
+    for (; i + 3 <= len; i += 3) {
+        uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
+        *d++ = b64[v >> 18];
+        *d++ = b64[(v >> 12) & 63];
+        *d++ = b64[(v >> 6) & 63];
+        *d++ = b64[v & 63];
+    }
+    if (len - i == 1) {
+        uint32_t v = (uint32_t)s[i] << 16;
+        *d++ = b64[v >> 18];
+        *d++ = b64[(v >> 12) & 63];
+        *d++ = '=';
+        *d++ = '=';
+    } else if (len - i == 2) {
+        uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8;
+        *d++ = b64[v >> 18];
+        *d++ = b64[(v >> 12) & 63];
+        *d++ = b64[(v >> 6) & 63];
+        *d++ = '=';
+    }
+    out->len += olen;
+    out->data[out->len] = '\0';
+    return 0;
+}
+
+/* Civil date from days since 1970-01-01 (proleptic Gregorian), after
+ * Howard Hinnant's civil_from_days: exact for every int64 ns instant. */
+static void civil(int64_t days, int64_t *y, unsigned *m, unsigned *d)
+{
+    days += 719468;
+    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    unsigned doe = (unsigned)(days - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+int evs__rfc3339_append(evs_buf *out, int64_t ns)
+{
+    if (out == NULL)
+        return EVS_EINVAL;
+    /* Floor division, so instants before 1970 keep a positive fraction. */
+    int64_t secs = ns / 1000000000, frac = ns % 1000000000;
+    if (frac < 0) {
+        frac += 1000000000;
+        secs--;
+    }
+    int64_t days = secs / 86400, sod = secs % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days--;
+    }
+    int64_t y;
+    unsigned mo, d;
+    civil(days, &y, &mo, &d);
+    /* int64 ns spans years 1677..2262: always four digits. */
+    char tmp[48];
+    int n = snprintf(tmp, sizeof(tmp), "%04" PRId64 "-%02u-%02uT%02u:%02u:%02u.%09uZ", y,
+                     mo, d, (unsigned)(sod / 3600), (unsigned)(sod / 60 % 60),
+                     (unsigned)(sod % 60), (unsigned)frac);
+    return evs_buf_append(out, tmp, (size_t)n);
+}
+
+/* ------------------------------------------------------------------ */
+/* msgpack -> JSON                                                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Format a float with the fewest significant digits (from `min` up to
+ * `max`, which always round-trips) that read back as the same value, and
+ * keep it a JSON real: "1" becomes "1.0", so JSON -> msgpack -> JSON
+ * keeps floats floats. NaN and infinities have no JSON form: null.
+ */
+static int append_float(evs_buf *out, double v, bool single)
+{
+    if (!isfinite(v))
+        return evs_buf_append(out, "null", 4);
+    char tmp[40];
+    int n = 0;
+    for (int prec = single ? 6 : 15; prec <= (single ? 9 : 17); prec++) {
+        n = snprintf(tmp, sizeof(tmp) - 2, "%.*g", prec, v);
+        if (single ? strtof(tmp, NULL) == (float)v : strtod(tmp, NULL) == v)
+            break;
+    }
+    bool real = false;
+    for (int i = 0; i < n; i++) {
+        /* A locale may use another decimal separator; JSON wants '.'. */
+        if (tmp[i] == ',')
+            tmp[i] = '.';
+        if (tmp[i] == '.' || tmp[i] == 'e')
+            real = true;
+    }
+    if (!real) {
+        memcpy(tmp + n, ".0", 2);
+        n += 2;
+    }
+    return evs_buf_append(out, tmp, (size_t)n);
+}
+
+static int render(const uint8_t *p, size_t len, size_t *used, unsigned depth,
+                  evs_buf *out);
+
+/* A map key: a str as is; anything else rendered, then quoted. */
+static int render_key(const uint8_t *p, size_t len, size_t *used, unsigned depth,
+                      evs_buf *out)
+{
+    evs_mpval k;
+    int rc = evs__mp_read(p, len, &k);
+    if (rc != 0)
+        return rc;
+    if (k.type == MSGPACK_OBJECT_STR) {
+        *used = k.size;
+        return evs__json_append_string(out, k.v.raw.p, k.v.raw.len);
+    }
+    evs_buf tmp = {0};
+    rc = render(p, len, used, depth, &tmp);
+    if (rc == 0)
+        rc = evs__json_append_string(out, tmp.data, tmp.len);
+    evs_buf_free(&tmp);
+    return rc;
+}
+
+/* Render the value at p[0..len); write its encoded size to *used. */
+static int render(const uint8_t *p, size_t len, size_t *used, unsigned depth,
+                  evs_buf *out)
+{
+    evs_mpval v;
+    char tmp[32];
+    int rc = evs__mp_read(p, len, &v);
+    if (rc != 0)
+        return rc;
+    *used = v.size;
+    switch (v.type) {
+    case MSGPACK_OBJECT_NIL:
+        return evs_buf_append(out, "null", 4);
+    case MSGPACK_OBJECT_BOOLEAN:
+        return v.v.b ? evs_buf_append(out, "true", 4) : evs_buf_append(out, "false", 5);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return evs_buf_append(out, tmp,
+                              (size_t)snprintf(tmp, sizeof(tmp), "%" PRIu64, v.v.u));
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return evs_buf_append(out, tmp,
+                              (size_t)snprintf(tmp, sizeof(tmp), "%" PRId64, v.v.i));
+    case MSGPACK_OBJECT_FLOAT32:
+        return append_float(out, v.v.f, true);
+    case MSGPACK_OBJECT_FLOAT64:
+        return append_float(out, v.v.f, false);
+    case MSGPACK_OBJECT_STR:
+        return evs__json_append_string(out, v.v.raw.p, v.v.raw.len);
+    case MSGPACK_OBJECT_BIN:
+        if ((rc = evs_buf_append(out, "\"", 1)) != 0 ||
+            (rc = evs__base64_append(out, v.v.raw.p, v.v.raw.len)) != 0)
+            return rc;
+        return evs_buf_append(out, "\"", 1);
+    case MSGPACK_OBJECT_EXT: {
+        int n = snprintf(tmp, sizeof(tmp), "{\"ext\":%d,\"data\":\"", (int)v.v.ext.type);
+        if ((rc = evs_buf_append(out, tmp, (size_t)n)) != 0 ||
+            (rc = evs__base64_append(out, v.v.ext.p, v.v.ext.len)) != 0)
+            return rc;
+        return evs_buf_append(out, "\"}", 2);
+    }
+    case MSGPACK_OBJECT_ARRAY:
+    case MSGPACK_OBJECT_MAP: {
+        bool map = v.type == MSGPACK_OBJECT_MAP;
+        if (v.v.n > 0 && depth >= RENDER_DEPTH)
+            return EVS_EBADMSG;
+        if ((rc = evs_buf_append(out, map ? "{" : "[", 1)) != 0)
+            return rc;
+        size_t off = v.size;
+        /* Each element takes at least one byte, and a short read fails,
+         * so a hostile count ends the loop at the end of the input. */
+        for (uint32_t i = 0; i < v.v.n; i++) {
+            size_t u;
+            if (i > 0 && (rc = evs_buf_append(out, ",", 1)) != 0)
+                return rc;
+            if (map) {
+                if ((rc = render_key(p + off, len - off, &u, depth + 1, out)) != 0)
+                    return rc;
+                off += u;
+                if ((rc = evs_buf_append(out, ":", 1)) != 0)
+                    return rc;
+            }
+            if ((rc = render(p + off, len - off, &u, depth + 1, out)) != 0)
+                return rc;
+            off += u;
+        }
+        *used = off;
+        return evs_buf_append(out, map ? "}" : "]", 1);
+    }
+    default:
+        return EVS_EBADMSG;
+    }
+}
+
+int evs__mp_to_json(const uint8_t *p, size_t len, evs_buf *out)
+{
+    if (out == NULL || (p == NULL && len > 0))
+        return EVS_EINVAL;
+    size_t start = out->len, used = 0;
+    int rc = render(p, len, &used, 0, out);
+    if (rc == 0 && used != len)
+        rc = EVS_EBADMSG; /* one value, exactly */
+    if (rc != 0)
+        restore(out, start);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON -> msgpack                                                     */
+/* ------------------------------------------------------------------ */
+
+static int parse_error(const json_error_t *err)
+{
+    switch (json_error_code(err)) {
+    case json_error_out_of_memory: return EVS_ENOMEM;
+    case json_error_stack_overflow: return EVS_ETOOBIG; /* past jansson's own cap */
+    default: return EVS_EBADMSG;
+    }
+}
+
+/* Apply evs__mp_check's depth rule to a jansson tree; recursion stops at
+ * EVS_MAX_DEPTH + 1 levels. */
+static int check_depth(const json_t *j, unsigned depth)
+{
+    if (json_is_array(j)) {
+        size_t n = json_array_size(j);
+        if (n > 0 && depth + 1 > EVS_MAX_DEPTH)
+            return EVS_ETOOBIG;
+        for (size_t i = 0; i < n; i++) {
+            int rc = check_depth(json_array_get(j, i), depth + 1);
+            if (rc != 0)
+                return rc;
+        }
+    } else if (json_is_object(j)) {
+        if (json_object_size(j) > 0 && depth + 1 > EVS_MAX_DEPTH)
+            return EVS_ETOOBIG;
+        for (void *it = json_object_iter((json_t *)j); it != NULL;
+             it = json_object_iter_next((json_t *)j, it)) {
+            int rc = check_depth(json_object_iter_value(it), depth + 1);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int load(const void *p, size_t len, json_t **out)
+{
+    json_error_t err;
+    *out = NULL;
+    if (len == 0)
+        return EVS_EBADMSG;
+    if (p == NULL)
+        return EVS_EINVAL;
+    json_t *j = json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+    if (j == NULL)
+        return parse_error(&err);
+    int rc = check_depth(j, 0);
+    if (rc != 0) {
+        json_decref(j);
+        return rc;
+    }
+    *out = j;
+    return 0;
+}
+
+int evs__json_validate(const void *p, size_t len)
+{
+    json_t *j;
+    int rc = load(p, len, &j);
+    json_decref(j);
+    return rc;
+}
+
+/* Pack a depth-checked tree (so recursion is bounded by EVS_MAX_DEPTH).
+ * Returns 0 or non-zero after an allocation failure in the buffer. */
+static int pack(msgpack_packer *pk, const json_t *j)
+{
+    switch (json_typeof(j)) {
+    case JSON_NULL: return msgpack_pack_nil(pk);
+    case JSON_TRUE: return msgpack_pack_true(pk);
+    case JSON_FALSE: return msgpack_pack_false(pk);
+    case JSON_INTEGER: return msgpack_pack_int64(pk, (int64_t)json_integer_value(j));
+    case JSON_REAL: return msgpack_pack_double(pk, json_real_value(j));
+    case JSON_STRING:
+        return msgpack_pack_str_with_body(pk, json_string_value(j), json_string_length(j));
+    case JSON_ARRAY: {
+        size_t n = json_array_size(j);
+        if (msgpack_pack_array(pk, n) != 0)
+            return -1;
+        for (size_t i = 0; i < n; i++)
+            if (pack(pk, json_array_get(j, i)) != 0)
+                return -1;
+        return 0;
+    }
+    case JSON_OBJECT: {
+        if (msgpack_pack_map(pk, json_object_size(j)) != 0)
+            return -1;
+        /* jansson iterates in insertion order: the document's order. */
+        for (void *it = json_object_iter((json_t *)j); it != NULL;
+             it = json_object_iter_next((json_t *)j, it)) {
+            if (msgpack_pack_str_with_body(pk, json_object_iter_key(it),
+                                           json_object_iter_key_len(it)) != 0 ||
+                pack(pk, json_object_iter_value(it)) != 0)
+                return -1;
+        }
+        return 0;
+    }
+    }
+    return -1;
+}
+
+int evs__json_to_msgpack(const void *p, size_t len, evs_buf *out)
+{
+    if (out == NULL)
+        return EVS_EINVAL;
+    json_t *j;
+    int rc = load(p, len, &j);
+    if (rc != 0)
+        return rc;
+    size_t start = out->len;
+    msgpack_packer pk;
+    evs__mp_packer_init(&pk, out);
+    if (pack(&pk, j) != 0) {
+        /* The only way the packer fails is the buffer failing to grow. */
+        restore(out, start);
+        rc = EVS_ENOMEM;
+    }
+    json_decref(j);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Events                                                              */
+/* ------------------------------------------------------------------ */
+
+static const char *const content_names[] = {
+    [EVS_CONTENT_BINARY] = "binary",
+    [EVS_CONTENT_TEXT] = "text",
+    [EVS_CONTENT_JSON] = "json",
+    [EVS_CONTENT_MSGPACK] = "msgpack",
+};
+
+static int append_data(evs_buf *out, evs_content content, const uint8_t *d, size_t n)
+{
+    int rc;
+    switch (content) {
+    case EVS_CONTENT_MSGPACK:
+        return n == 0 ? evs_buf_append(out, "null", 4) : evs__mp_to_json(d, n, out);
+    case EVS_CONTENT_JSON:
+        /* Validated by jansson when set, so already one JSON value. */
+        return n == 0 ? evs_buf_append(out, "null", 4) : evs_buf_append(out, d, n);
+    case EVS_CONTENT_TEXT:
+        return evs__json_append_string(out, d, n);
+    case EVS_CONTENT_BINARY:
+        if ((rc = evs_buf_append(out, "\"", 1)) != 0 ||
+            (rc = evs__base64_append(out, d, n)) != 0)
+            return rc;
+        return evs_buf_append(out, "\"", 1);
+    }
+    return EVS_EINVAL;
+}
+
+int evs_event_to_json(const evs_event *ev, evs_buf *out)
+{
+    if (ev == NULL || out == NULL)
+        return EVS_EINVAL;
+    evs_content content = evs_event_content(ev);
+    if ((unsigned)content > EVS_CONTENT_MSGPACK)
+        return EVS_EINVAL;
+    size_t start = out->len, dlen, mlen;
+    const uint8_t *data = evs_event_data(ev, &dlen);
+    const uint8_t *meta = evs_event_meta(ev, &mlen);
+    const char *tname = evs_event_type_name(ev);
+    const char *topic = evs_event_topic(ev);
+    char tmp[64];
+    int n = snprintf(tmp, sizeof(tmp), "{\"id\":\"%" PRIu64 "\",\"type\":", evs_event_id(ev));
+    int rc;
+
+    if ((rc = evs_buf_append(out, tmp, (size_t)n)) != 0 ||
+        (rc = evs__json_append_string(out, tname, tname ? strlen(tname) : 0)) != 0 ||
+        (rc = evs_buf_append(out, ",\"topic\":", 9)) != 0 ||
+        (rc = evs__json_append_string(out, topic, strlen(topic))) != 0 ||
+        (rc = evs_buf_append(out, ",\"content\":\"", 12)) != 0 ||
+        (rc = evs_buf_append(out, content_names[content], strlen(content_names[content]))) != 0 ||
+        (rc = evs_buf_append(out, "\",\"data\":", 9)) != 0 ||
+        (rc = append_data(out, content, data, dlen)) != 0 ||
+        (rc = evs_buf_append(out, ",\"metadata\":", 12)) != 0 ||
+        (rc = evs__mp_to_json(meta, mlen, out)) != 0 ||
+        (rc = evs_buf_append(out, ",\"timestamp\":\"", 14)) != 0 ||
+        (rc = evs__rfc3339_append(out, evs_event_timestamp(ev))) != 0 ||
+        (rc = evs_buf_append(out, "\"}", 2)) != 0)
+        restore(out, start);
+    return rc;
+}

@@ -1,0 +1,817 @@
+/*
+ * InMemoryStream: publish puts an event on the stream's sequenced ring
+ * (ring.h) and returns; one dispatcher thread takes runs of events off
+ * the ring and calls every subscription's filter and handler on them, in
+ * id order. In inline mode there is no ring or thread: publish numbers
+ * the event and calls the handlers itself.
+ *
+ * Threads and data:
+ *   - Publishers (any threads) touch the ring's claim side, the event
+ *     counts and the overflow counters, all lock-free.
+ *   - The dispatcher owns the consume side, the delivery counters it
+ *     adds per run, `done`, and the history it appends under hist_lock.
+ *   - Subscribers change the subscription set under sub_lock by building
+ *     a new immutable array and publishing its pointer; readers (the
+ *     dispatcher, inline publishers) read the array inside an epoch
+ *     section, and replaced arrays and ended subscriptions are retired
+ *     through the epoch (epoch.h), so no reader ever holds freed memory.
+ *   - A subscription's handler is called only while its `active` count
+ *     is raised and its `dead` flag was seen clear after raising it;
+ *     evs_unsubscribe sets `dead` and then waits for `active` to drop.
+ *     Both sides use a full barrier between their store and their load
+ *     (a Dekker handshake), so either the caller sees `dead` or
+ *     unsubscribe sees the call in progress and waits for it.
+ *
+ * No evstream lock is held while user code runs.
+ */
+#include "evs_internal.h"
+
+#include <pthread.h>
+#include <sched.h>
+
+#include "epoch.h"
+#include "event.h"
+#include "ring.h"
+#include "wait.h"
+
+/* Most events the dispatcher takes per run: bounds its stack buffer and
+ * how long a just-ended subscription may wait for the run to finish. */
+#define RUN_MAX 256
+/* Spins before an idle dispatcher yields or parks. At ~10 ns a spin this
+ * is ~20 us: longer than a typical burst gap, far shorter than a tick. */
+#define IDLE_SPINS 2048
+
+#define DEFAULT_CAPACITY 4096
+#define DEFAULT_HISTORY 1000
+
+struct evs_sub {
+    evs_stream    *stream;
+    evs_handler_fn handler;
+    evs_filter_fn  filter;
+    void          *user;
+    char          *pattern;
+    /* Deliver only events with a larger id: the ids handed out before
+     * the subscription became visible. Read-only after subscribe. */
+    uint64_t start_id;
+    /* Stream drop total when subscribed (for stats.dropped). */
+    uint64_t drops_at_start;
+    /* Set once by evs_unsubscribe; never cleared. */
+    unsigned dead;
+    /* Handler calls in progress (dispatcher runs, inline publishers). */
+    unsigned active;
+    /* Counters: added by whoever delivered (ck_pr RMW), read by stats. */
+    uint64_t delivered, filtered, errors, hwm;
+    ck_epoch_entry_t epoch_entry;
+};
+
+/* The immutable subscription set readers see. */
+struct sub_array {
+    size_t           n;
+    ck_epoch_entry_t epoch_entry;
+    evs_sub         *subs[];
+};
+
+struct evs_stream {
+    struct evs_ring ring; /* dispatcher mode only */
+
+    /* Publishers increment after each publish and on close; the idle
+     * dispatcher waits on it. */
+    struct ck_ec32 pub_ec EVS_ALIGNED;
+    /* The dispatcher increments after each run (room freed, events
+     * delivered); blocked publishers and flush/close wait on it. */
+    struct ck_ec32 run_ec EVS_ALIGNED;
+    /* Every position below `done` has been delivered (or skipped as
+     * evicted or a hole). Written by the dispatcher, read by waiters. */
+    uint64_t done;
+
+    evs_stream_opts opts;
+    size_t hist_cap; /* 0: no history */
+
+    /* Overflow and loss counters (publishers, ck_pr RMW). */
+    uint64_t dropped_newest EVS_ALIGNED, dropped_oldest, rejected_full,
+        timed_out, dropped_nomem;
+    /* Delivery counters (dispatcher per run / inline publishers). */
+    uint64_t delivered EVS_ALIGNED, filtered, handler_errors, queue_hwm;
+
+    /* Subscription writers; readers use `subs` through the epoch. */
+    pthread_mutex_t sub_lock;
+    struct sub_array *subs;
+
+    /* History ring of hist_cap references, oldest at hist_start. In
+     * inline mode it also serialises numbering (inline_seq). */
+    pthread_mutex_t hist_lock;
+    const evs_event **hist;
+    size_t hist_start, hist_len;
+    uint64_t inline_seq;  /* inline: last id handed out (hist_lock) */
+    unsigned inline_closed; /* inline: set by close (under hist_lock) */
+    unsigned inline_active; /* inline: publishes delivering right now */
+
+    pthread_t thread;
+    bool has_thread;
+    unsigned stop; /* tells the dispatcher to exit once drained */
+    ck_epoch_record_t *dispatcher_record;
+};
+
+/* The stream whose handler this thread is running (or whose dispatcher
+ * this thread is), and the subscription being served: used to refuse
+ * waits that would wait for the calling thread itself. */
+static _Thread_local evs_stream *tl_stream;
+static _Thread_local const evs_sub *tl_sub;
+
+static bool is_inline(const evs_stream *s)
+{
+    return s->opts.delivery == EVS_DELIVERY_INLINE;
+}
+
+/* ------------------------------------------------------------------ */
+/* History                                                             */
+
+/* Append refs already owned by the caller; evicted ones are unreffed
+ * after the lock is dropped. */
+static void history_push(evs_stream *s, const evs_event **evs, size_t n)
+{
+    const evs_event *evicted[RUN_MAX];
+    size_t ne = 0;
+
+    pthread_mutex_lock(&s->hist_lock);
+    for (size_t i = 0; i < n; i++) {
+        if (evs[i] == NULL)
+            continue;
+        if (s->hist_len == s->hist_cap) {
+            evicted[ne++] = s->hist[s->hist_start];
+            s->hist_start = (s->hist_start + 1) % s->hist_cap;
+            s->hist_len--;
+        }
+        s->hist[(s->hist_start + s->hist_len) % s->hist_cap] = evs[i];
+        s->hist_len++;
+    }
+    pthread_mutex_unlock(&s->hist_lock);
+    for (size_t i = 0; i < ne; i++)
+        evs_event_unref(evicted[i]);
+}
+
+int evs_stream_recent(evs_stream *s, const evs_event **out, size_t max)
+{
+    if (s == NULL || (out == NULL && max > 0))
+        return EVS_EINVAL;
+    if (s->hist_cap == 0)
+        return 0;
+    pthread_mutex_lock(&s->hist_lock);
+    size_t n = s->hist_len < max ? s->hist_len : max;
+    size_t skip = s->hist_len - n;
+    for (size_t i = 0; i < n; i++)
+        out[i] = evs_event_ref(s->hist[(s->hist_start + skip + i) % s->hist_cap]);
+    pthread_mutex_unlock(&s->hist_lock);
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Delivery                                                            */
+
+static uint64_t total_drops(evs_stream *s)
+{
+    return evs_load(&s->dropped_newest) + evs_load(&s->dropped_oldest) +
+           evs_load(&s->dropped_nomem);
+}
+
+/* Raise sub->active and confirm the subscription is live. ck_pr_inc is
+ * a locked instruction, a full barrier before the load of `dead`. */
+static bool sub_enter(evs_sub *sub)
+{
+    ck_pr_inc_uint(&sub->active);
+    if (evs_load(&sub->dead)) {
+        ck_pr_dec_uint(&sub->active);
+        return false;
+    }
+    return true;
+}
+
+static void sub_leave(evs_sub *sub) { ck_pr_dec_uint(&sub->active); }
+
+/*
+ * Call one subscription on a run of events (ids ascending). Returns the
+ * handler calls made. The caller has entered the subscription.
+ */
+static void deliver_run(evs_stream *s, evs_sub *sub, const evs_event *const *evs,
+                        size_t n, uint64_t depth)
+{
+    uint64_t delivered = 0, filtered = 0, errors = 0;
+    const evs_sub *outer = tl_sub;
+    tl_sub = sub;
+    for (size_t i = 0; i < n; i++) {
+        const evs_event *ev = evs[i];
+        if (ev == NULL || evs_event_id(ev) <= sub->start_id)
+            continue;
+        /* A handler may end its own subscription mid-run. */
+        if (evs_unlikely(evs_load(&sub->dead)))
+            break;
+        if (sub->filter != NULL && !sub->filter(ev, sub->user)) {
+            filtered++;
+            continue;
+        }
+        int rc = sub->handler(ev, sub->user);
+        delivered++;
+        if (evs_unlikely(rc != 0)) {
+            errors++;
+            if (s->opts.on_error != NULL)
+                s->opts.on_error(sub, ev, rc, s->opts.on_error_user);
+        }
+    }
+    tl_sub = outer;
+    if (delivered) {
+        ck_pr_add_64(&sub->delivered, delivered);
+        ck_pr_add_64(&s->delivered, delivered);
+    }
+    if (filtered) {
+        ck_pr_add_64(&sub->filtered, filtered);
+        ck_pr_add_64(&s->filtered, filtered);
+    }
+    if (errors) {
+        ck_pr_add_64(&sub->errors, errors);
+        ck_pr_add_64(&s->handler_errors, errors);
+    }
+    if (depth > evs_load(&sub->hwm))
+        evs_store(&sub->hwm, depth);
+}
+
+/* Deliver a run to every live subscription, inside an epoch section so
+ * the array and the subscriptions in it stay allocated. */
+static void deliver(evs_stream *s, ck_epoch_record_t *rec,
+                    const evs_event *const *evs, size_t n, uint64_t depth)
+{
+    ck_epoch_section_t section;
+    evs__epoch_begin(rec, &section);
+    struct sub_array *a = evs_load_acquire(&s->subs);
+    for (size_t i = 0; a != NULL && i < a->n; i++) {
+        evs_sub *sub = a->subs[i];
+        if (!sub_enter(sub))
+            continue;
+        deliver_run(s, sub, evs, n, depth);
+        sub_leave(sub);
+    }
+    evs__epoch_end(rec, &section);
+}
+
+static void dispatcher_wait(evs_stream *s, uint32_t seen)
+{
+    switch (s->opts.wait) {
+    case EVS_WAIT_SPIN:
+        evs__cpu_relax();
+        return;
+    case EVS_WAIT_YIELD:
+        sched_yield();
+        return;
+    case EVS_WAIT_PARK:
+        evs__ec_wait(&s->pub_ec, seen, -1);
+        return;
+    }
+}
+
+static void *dispatcher_main(void *arg)
+{
+    evs_stream *s = arg;
+    ck_epoch_record_t *rec = s->dispatcher_record;
+    const evs_event *run[RUN_MAX];
+    unsigned idle = 0;
+
+    tl_stream = s;
+    for (;;) {
+        uint32_t seen = ck_ec32_value(&s->pub_ec);
+        uint64_t first;
+        size_t n = evs__ring_take(&s->ring, run, RUN_MAX, &first);
+        if (n == 0) {
+            if (evs_load(&s->stop) && evs__ring_claimed(&s->ring) == evs_load(&s->done))
+                break;
+            if (++idle < IDLE_SPINS && s->opts.wait != EVS_WAIT_SPIN) {
+                evs__cpu_relax();
+                continue;
+            }
+            dispatcher_wait(s, seen);
+            continue;
+        }
+        idle = 0;
+        uint64_t depth = evs__ring_claimed(&s->ring) - first;
+        if (depth > evs_load(&s->queue_hwm))
+            evs_store(&s->queue_hwm, depth);
+        deliver(s, rec, run, n, depth);
+        /* The ring's references go to the history, or are dropped. */
+        if (s->hist_cap > 0)
+            history_push(s, run, n);
+        else
+            for (size_t i = 0; i < n; i++)
+                evs_event_unref(run[i]);
+        /* Positions up to first + n are settled; evicted positions
+         * before `first` were settled by their evictors. */
+        evs_store_release(&s->done, first + n);
+        ck_ec32_inc(&s->run_ec, &evs__ec_mp);
+    }
+    tl_stream = NULL;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Publish                                                             */
+
+/* Wait for the dispatcher to free room, up to the deadline. */
+static int wait_for_room(evs_stream *s, uint32_t seen, int64_t deadline)
+{
+    if (tl_stream == s)
+        return EVS_EDEADLK; /* the dispatcher would wait for itself */
+    return evs__ec_wait(&s->run_ec, seen, deadline);
+}
+
+/* Claim a position under the stream's overflow policy. Returns 0, or
+ * 1 for "dropped as newest" (counted), or a negative code. */
+static int claim(evs_stream *s, uint64_t *pos)
+{
+    int64_t deadline = -1;
+    for (;;) {
+        uint32_t seen = ck_ec32_value(&s->run_ec);
+        int rc = evs__ring_claim(&s->ring, pos);
+        if (evs_likely(rc != EVS_EFULL))
+            return rc;
+        switch (s->opts.overflow) {
+        case EVS_OVERFLOW_DROP_NEWEST:
+            ck_pr_inc_64(&s->dropped_newest);
+            return 1;
+        case EVS_OVERFLOW_FAIL:
+            ck_pr_inc_64(&s->rejected_full);
+            return EVS_EFULL;
+        case EVS_OVERFLOW_DROP_OLDEST: {
+            const evs_event *old;
+            if (evs__ring_evict(&s->ring, &old)) {
+                if (old != NULL)
+                    ck_pr_inc_64(&s->dropped_oldest);
+                evs_event_unref(old);
+            } else {
+                evs__cpu_relax();
+            }
+            continue;
+        }
+        case EVS_OVERFLOW_BLOCK:
+            if (deadline < 0 && s->opts.block_timeout_ms > 0)
+                deadline = evs__deadline_after_ms(s->opts.block_timeout_ms);
+            rc = wait_for_room(s, seen, deadline);
+            if (rc == EVS_ETIMEDOUT) {
+                ck_pr_inc_64(&s->timed_out);
+                return rc;
+            }
+            if (rc != 0)
+                return rc;
+            continue;
+        }
+    }
+}
+
+static int publish_inline(evs_stream *s, const evs_event *ev, uint64_t *id)
+{
+    ck_epoch_record_t *rec = evs__epoch_record();
+    if (rec == NULL)
+        return EVS_ENOMEM;
+    const evs_event *mine = NULL;
+    if (!evs__event_claim(ev)) {
+        if ((mine = evs__event_alias(ev)) == NULL)
+            return EVS_ENOMEM;
+    } else {
+        mine = evs_event_ref(ev);
+    }
+
+    pthread_mutex_lock(&s->hist_lock);
+    if (s->inline_closed) {
+        pthread_mutex_unlock(&s->hist_lock);
+        evs_event_unref(mine);
+        return EVS_ECLOSED;
+    }
+    uint64_t my_id = ++s->inline_seq;
+    evs__event_set_id(mine, my_id);
+    ck_pr_inc_uint(&s->inline_active);
+    pthread_mutex_unlock(&s->hist_lock);
+
+    evs_stream *outer = tl_stream;
+    tl_stream = s;
+    deliver(s, rec, &mine, 1, 0);
+    tl_stream = outer;
+
+    if (s->hist_cap > 0)
+        history_push(s, &mine, 1); /* our reference moves to the history */
+    else
+        evs_event_unref(mine);
+    ck_pr_dec_uint(&s->inline_active);
+    *id = my_id;
+    return 0;
+}
+
+int evs_stream_publish_id(evs_stream *s, const evs_event *ev, uint64_t *id)
+{
+    uint64_t dummy;
+    if (id == NULL)
+        id = &dummy;
+    *id = 0;
+    if (s == NULL || ev == NULL)
+        return EVS_EINVAL;
+    if (is_inline(s))
+        return publish_inline(s, ev, id);
+
+    /* An event published before gets an alias; make it before claiming
+     * so a claimed position is never left unfilled for lack of memory. */
+    const evs_event *alias = NULL;
+    if (evs_event_published(ev) && (alias = evs__event_alias(ev)) == NULL)
+        return EVS_ENOMEM;
+
+    uint64_t pos;
+    int rc = claim(s, &pos);
+    if (rc != 0) {
+        evs_event_unref(alias);
+        return rc > 0 ? 0 : rc;
+    }
+
+    const evs_event *item = alias;
+    if (item == NULL) {
+        if (evs__event_claim(ev)) {
+            item = evs_event_ref(ev);
+        } else if ((item = evs__event_alias(ev)) == NULL) {
+            /* Lost a race to publish `ev` elsewhere and cannot alias it:
+             * fill the position with a hole so the ring stays whole. */
+            ck_pr_inc_64(&s->dropped_nomem);
+            evs__ring_publish(&s->ring, pos, NULL);
+            ck_ec32_inc(&s->pub_ec, &evs__ec_mp);
+            return EVS_ENOMEM;
+        }
+    }
+    evs__event_set_id(item, pos + 1);
+    evs__ring_publish(&s->ring, pos, item);
+    ck_ec32_inc(&s->pub_ec, &evs__ec_mp);
+    *id = pos + 1;
+    return 0;
+}
+
+int evs_stream_publish(evs_stream *s, const evs_event *ev)
+{
+    return evs_stream_publish_id(s, ev, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Subscriptions                                                       */
+
+static void free_array_cb(ck_epoch_entry_t *e)
+{
+    evs__free(evs_container_of(e, struct sub_array, epoch_entry));
+}
+
+static void free_sub(evs_sub *sub)
+{
+    evs__free(sub->pattern);
+    evs__free(sub);
+}
+
+static void free_sub_cb(ck_epoch_entry_t *e)
+{
+    free_sub(evs_container_of(e, evs_sub, epoch_entry));
+}
+
+/* Copy `a` with `add` appended or `del` removed. NULL on ENOMEM. */
+static struct sub_array *array_edit(const struct sub_array *a, evs_sub *add, evs_sub *del)
+{
+    size_t n = a ? a->n : 0;
+    struct sub_array *b = evs__malloc(sizeof(*b) + (n + 1) * sizeof(evs_sub *));
+    if (b == NULL)
+        return NULL;
+    b->n = 0;
+    for (size_t i = 0; i < n; i++)
+        if (a->subs[i] != del)
+            b->subs[b->n++] = a->subs[i];
+    if (add != NULL)
+        b->subs[b->n++] = add;
+    return b;
+}
+
+/* Publish `b` as the subscription set and retire the old one. Readers
+ * that loaded the old pointer are in epoch sections; new readers load
+ * `b`, so the old array is unreachable once it is swapped out. */
+static void array_swap(evs_stream *s, struct sub_array *b)
+{
+    struct sub_array *old = s->subs;
+    evs_store_release(&s->subs, b);
+    if (old != NULL)
+        evs__epoch_retire(&old->epoch_entry, free_array_cb);
+}
+
+static bool stream_closed(evs_stream *s)
+{
+    if (is_inline(s)) {
+        pthread_mutex_lock(&s->hist_lock);
+        bool c = s->inline_closed;
+        pthread_mutex_unlock(&s->hist_lock);
+        return c;
+    }
+    return evs__ring_closed(&s->ring);
+}
+
+static uint64_t ids_issued(evs_stream *s)
+{
+    if (is_inline(s)) {
+        pthread_mutex_lock(&s->hist_lock);
+        uint64_t v = s->inline_seq;
+        pthread_mutex_unlock(&s->hist_lock);
+        return v;
+    }
+    return evs__ring_claimed(&s->ring);
+}
+
+int evs_subscribe(evs_sub **out, evs_stream *s, const char *pattern,
+                  evs_handler_fn handler, evs_filter_fn filter, void *user,
+                  const evs_sub_opts *opts)
+{
+    if (out == NULL)
+        return EVS_EINVAL;
+    *out = NULL;
+    if (s == NULL || handler == NULL || (opts != NULL && opts->reserved != 0))
+        return EVS_EINVAL;
+    if (pattern == NULL)
+        pattern = ">";
+
+    evs_sub *sub = evs__calloc(1, sizeof(*sub));
+    if (sub == NULL)
+        return EVS_ENOMEM;
+    sub->pattern = evs__strndup(pattern, strlen(pattern));
+    if (sub->pattern == NULL) {
+        evs__free(sub);
+        return EVS_ENOMEM;
+    }
+    sub->stream = s;
+    sub->handler = handler;
+    sub->filter = filter;
+    sub->user = user;
+    /* Until the array is visible no event may pass: start at "all". */
+    sub->start_id = UINT64_MAX;
+
+    pthread_mutex_lock(&s->sub_lock);
+    if (stream_closed(s)) {
+        pthread_mutex_unlock(&s->sub_lock);
+        free_sub(sub);
+        return EVS_ECLOSED;
+    }
+    struct sub_array *b = array_edit(s->subs, sub, NULL);
+    if (b == NULL) {
+        pthread_mutex_unlock(&s->sub_lock);
+        free_sub(sub);
+        return EVS_ENOMEM;
+    }
+    array_swap(s, b);
+    /* Full barrier, then read the ids handed out: any event claimed
+     * after this read was claimed after the array swap, so its reader
+     * sees the new array and delivers it to us. */
+    ck_pr_fence_memory();
+    evs_store(&sub->drops_at_start, total_drops(s));
+    evs_store_release(&sub->start_id, ids_issued(s));
+    pthread_mutex_unlock(&s->sub_lock);
+    *out = sub;
+    return 0;
+}
+
+int evs_unsubscribe(evs_sub *sub)
+{
+    if (sub == NULL)
+        return EVS_EINVAL;
+    evs_stream *s = sub->stream;
+
+    pthread_mutex_lock(&s->sub_lock);
+    if (evs_load(&sub->dead)) {
+        pthread_mutex_unlock(&s->sub_lock);
+        return EVS_EINVAL;
+    }
+    evs_store(&sub->dead, 1);
+    struct sub_array *b = array_edit(s->subs, NULL, sub);
+    if (b != NULL) {
+        array_swap(s, b);
+    }
+    /* Without memory for a smaller array the sub stays in the current
+     * one, dead (skipped by every reader), until the next change or
+     * the stream's destroy reclaims it. */
+    pthread_mutex_unlock(&s->sub_lock);
+
+    /* The Dekker handshake with sub_enter: dead is stored, full
+     * barrier, then active is read. */
+    ck_pr_fence_memory();
+    if (tl_sub != sub) {
+        for (unsigned round = 0; ck_pr_load_uint(&sub->active) != 0; round++)
+            evs__backoff(round);
+    }
+    if (b != NULL)
+        evs__epoch_retire(&sub->epoch_entry, free_sub_cb);
+    return 0;
+}
+
+const char *evs_sub_pattern(const evs_sub *sub) { return sub->pattern; }
+
+int evs_sub_stats_get(const evs_sub *csub, evs_sub_stats *out)
+{
+    evs_sub *sub = (evs_sub *)csub;
+    if (sub == NULL || out == NULL)
+        return EVS_EINVAL;
+    out->delivered = evs_load(&sub->delivered);
+    out->filtered = evs_load(&sub->filtered);
+    out->handler_errors = evs_load(&sub->errors);
+    out->queue_hwm = evs_load(&sub->hwm);
+    out->dropped = total_drops(sub->stream) - evs_load(&sub->drops_at_start);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Lifecycle                                                           */
+
+static bool is_pow2(size_t v) { return v >= 2 && (v & (v - 1)) == 0; }
+
+int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
+{
+    if (out == NULL)
+        return EVS_EINVAL;
+    *out = NULL;
+    evs_stream_opts o = {0};
+    if (opts != NULL)
+        o = *opts;
+    if (o.capacity == 0)
+        o.capacity = DEFAULT_CAPACITY;
+    if (!is_pow2(o.capacity) || o.capacity > EVS_MAX_CAPACITY ||
+        (unsigned)o.overflow > EVS_OVERFLOW_FAIL || o.block_timeout_ms < 0 ||
+        (unsigned)o.delivery > EVS_DELIVERY_INLINE || (unsigned)o.wait > EVS_WAIT_SPIN ||
+        (o.history != EVS_HISTORY_NONE && o.history > EVS_MAX_CAPACITY))
+        return EVS_EINVAL;
+
+    evs_stream *s = evs__aligned_alloc(sizeof(*s));
+    if (s == NULL)
+        return EVS_ENOMEM;
+    memset(s, 0, sizeof(*s));
+    s->opts = o;
+    s->hist_cap = o.history == EVS_HISTORY_NONE ? 0 : o.history ? o.history : DEFAULT_HISTORY;
+    ck_ec32_init(&s->pub_ec, 0);
+    ck_ec32_init(&s->run_ec, 0);
+    int rc = EVS_ENOMEM;
+    if (s->hist_cap > 0 && (s->hist = evs__calloc(s->hist_cap, sizeof(*s->hist))) == NULL)
+        goto fail_hist;
+    if (pthread_mutex_init(&s->sub_lock, NULL) != 0) {
+        rc = EVS_ESYSTEM;
+        goto fail_hist;
+    }
+    if (pthread_mutex_init(&s->hist_lock, NULL) != 0) {
+        rc = EVS_ESYSTEM;
+        goto fail_sub_lock;
+    }
+    if (!is_inline(s)) {
+        if ((rc = evs__ring_init(&s->ring, o.capacity)) != 0)
+            goto fail_hist_lock;
+        /* The dispatcher's epoch record: taken here so that a failure
+         * is reported by create, handed to the thread, and given back
+         * to the epoch's pool when the stream is destroyed. */
+        if ((s->dispatcher_record = evs__epoch_record_new()) == NULL) {
+            rc = EVS_ENOMEM;
+            goto fail_ring;
+        }
+        if (pthread_create(&s->thread, NULL, dispatcher_main, s) != 0) {
+            rc = EVS_ESYSTEM;
+            goto fail_record;
+        }
+        s->has_thread = true;
+    }
+    *out = s;
+    return 0;
+
+fail_record:
+    evs__epoch_record_release(s->dispatcher_record);
+fail_ring:
+    evs__ring_fini(&s->ring);
+fail_hist_lock:
+    pthread_mutex_destroy(&s->hist_lock);
+fail_sub_lock:
+    pthread_mutex_destroy(&s->sub_lock);
+fail_hist:
+    evs__free(s->hist);
+    evs__free(s);
+    return rc;
+}
+
+/* Events accepted but not yet settled by the dispatcher. */
+static uint64_t undelivered(evs_stream *s)
+{
+    if (is_inline(s))
+        return ck_pr_load_uint(&s->inline_active);
+    return evs__ring_claimed(&s->ring) - evs_load_acquire(&s->done);
+}
+
+/* Wait until `done` reaches `target` (dispatcher mode) or no inline
+ * publish is delivering (inline mode), up to timeout_ms. */
+static int wait_settled(evs_stream *s, uint64_t target, int timeout_ms, uint64_t *left)
+{
+    int64_t deadline = timeout_ms < 0 ? -1 : evs__deadline_after_ms(timeout_ms);
+    int rc = 0;
+    for (unsigned round = 0;; round++) {
+        uint32_t seen = ck_ec32_value(&s->run_ec);
+        uint64_t rest = is_inline(s) ? ck_pr_load_uint(&s->inline_active)
+                                     : target - evs_load_acquire(&s->done);
+        if ((int64_t)rest <= 0) {
+            rest = 0;
+            break;
+        }
+        if (timeout_ms == 0 || tl_stream == s ||
+            (deadline >= 0 && evs__now_mono_ns() >= deadline)) {
+            rc = EVS_ETIMEDOUT;
+            if (left != NULL)
+                *left = rest;
+            return rc;
+        }
+        if (is_inline(s))
+            evs__backoff(round);
+        else
+            evs__ec_wait(&s->run_ec, seen, deadline);
+    }
+    if (left != NULL)
+        *left = 0;
+    return rc;
+}
+
+int evs_stream_flush(evs_stream *s, int timeout_ms, uint64_t *left)
+{
+    if (left != NULL)
+        *left = 0;
+    if (s == NULL)
+        return EVS_EINVAL;
+    if (tl_stream == s)
+        return EVS_EDEADLK;
+    uint64_t target = is_inline(s) ? 0 : evs__ring_claimed(&s->ring);
+    return wait_settled(s, target, timeout_ms, left);
+}
+
+int evs_stream_close(evs_stream *s, int timeout_ms, uint64_t *left)
+{
+    if (left != NULL)
+        *left = 0;
+    if (s == NULL)
+        return EVS_EINVAL;
+    uint64_t target = 0;
+    if (is_inline(s)) {
+        pthread_mutex_lock(&s->hist_lock);
+        s->inline_closed = 1;
+        pthread_mutex_unlock(&s->hist_lock);
+    } else {
+        target = evs__ring_close(&s->ring);
+        /* Wake the dispatcher and publishers waiting for room. */
+        ck_ec32_inc(&s->pub_ec, &evs__ec_mp);
+        ck_ec32_inc(&s->run_ec, &evs__ec_mp);
+    }
+    return wait_settled(s, target, timeout_ms, left);
+}
+
+int evs_stream_destroy(evs_stream *s)
+{
+    if (s == NULL)
+        return 0;
+    if (tl_stream == s)
+        return EVS_EDEADLK;
+    evs_stream_close(s, EVS_FOREVER, NULL);
+    if (s->has_thread) {
+        evs_store(&s->stop, 1);
+        ck_ec32_inc(&s->pub_ec, &evs__ec_mp);
+        pthread_join(s->thread, NULL);
+        evs__epoch_record_release(s->dispatcher_record);
+        evs__ring_fini(&s->ring);
+    }
+    /* No reader is left: the dispatcher has exited and the caller
+     * promises no concurrent publishers. Free the current set and every
+     * subscription in it directly; older sets were retired already. */
+    struct sub_array *a = s->subs;
+    for (size_t i = 0; a != NULL && i < a->n; i++)
+        free_sub(a->subs[i]);
+    evs__free(a);
+    for (size_t i = 0; i < s->hist_len; i++)
+        evs_event_unref(s->hist[(s->hist_start + i) % s->hist_cap]);
+    evs__free(s->hist);
+    pthread_mutex_destroy(&s->sub_lock);
+    pthread_mutex_destroy(&s->hist_lock);
+    evs__free(s);
+    return 0;
+}
+
+int evs_stream_stats_get(evs_stream *s, evs_stream_stats *out)
+{
+    if (s == NULL || out == NULL)
+        return EVS_EINVAL;
+    memset(out, 0, sizeof(*out));
+    out->published = ids_issued(s) - evs_load(&s->dropped_nomem);
+    out->delivered = evs_load(&s->delivered);
+    out->filtered = evs_load(&s->filtered);
+    out->handler_errors = evs_load(&s->handler_errors);
+    out->dropped_newest = evs_load(&s->dropped_newest);
+    out->dropped_oldest = evs_load(&s->dropped_oldest);
+    out->rejected_full = evs_load(&s->rejected_full);
+    out->timed_out = evs_load(&s->timed_out);
+    out->dropped_nomem = evs_load(&s->dropped_nomem);
+    out->queued = undelivered(s);
+    out->queue_hwm = evs_load(&s->queue_hwm);
+    struct sub_array *a;
+    pthread_mutex_lock(&s->sub_lock);
+    a = s->subs;
+    for (size_t i = 0; a != NULL && i < a->n; i++)
+        out->subscribers += !evs_load(&a->subs[i]->dead);
+    pthread_mutex_unlock(&s->sub_lock);
+    return 0;
+}
