@@ -14,6 +14,17 @@
 
 #include <pthread.h>
 
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+/* Section ends release it; reclaim callbacks acquire it. */
+static char tsan_grace;
+#define TSAN_RELEASE() __tsan_release(&tsan_grace)
+#define TSAN_ACQUIRE() __tsan_acquire(&tsan_grace)
+#else
+#define TSAN_RELEASE() ((void)0)
+#define TSAN_ACQUIRE() ((void)0)
+#endif
+
 static ck_epoch_t global_epoch;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_key_t record_key;
@@ -115,7 +126,13 @@ void evs__epoch_begin(ck_epoch_record_t *r, ck_epoch_section_t *s)
 
 void evs__epoch_end(ck_epoch_record_t *r, ck_epoch_section_t *s)
 {
+    TSAN_RELEASE();
     ck_epoch_end(r, s);
+}
+
+void evs__epoch_reclaiming(void)
+{
+    TSAN_ACQUIRE();
 }
 
 void evs__epoch_retire(ck_epoch_entry_t *entry, ck_epoch_cb_t *fn)

@@ -36,6 +36,15 @@ void evs__epoch_end(ck_epoch_record_t *r, ck_epoch_section_t *s);
  */
 void evs__epoch_retire(ck_epoch_entry_t *entry, ck_epoch_cb_t *fn);
 
+/*
+ * Every retire callback calls this first. Under ThreadSanitizer it
+ * tells TSan that the free comes after every read section that ended
+ * before it (ck_epoch's grace period is invisible to TSan, which would
+ * otherwise report each reclaimed object as a race). Elsewhere it does
+ * nothing.
+ */
+void evs__epoch_reclaiming(void);
+
 /* Wait until every reader section that began before the call has ended,
  * and run this thread's due callbacks. Never call inside a section. */
 void evs__epoch_barrier(void);

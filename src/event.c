@@ -8,7 +8,7 @@
  * small header with its own id that points at the original's body and
  * holds a reference on the original, so fan-out never copies payload.
  *
- * Threads: refs/published/id are touched only through ck_pr. Before
+ * Threads: refs/published/id are touched only atomically. Before
  * publication an event belongs to its creator; the setters check
  * `published` and refuse with EVS_ESEALED afterwards. The stream that
  * wins evs__event_claim writes the id before the event can reach any
@@ -210,9 +210,8 @@ void evs_event_unref(const evs_event *cev)
     evs_event *ev = (evs_event *)cev;
     if (ev == NULL)
         return;
-    bool zero;
-    ck_pr_dec_uint_zero(&ev->refs, &zero);
-    if (!zero)
+    /* The thread whose decrement takes the count to zero frees. */
+    if (ck_pr_faa_uint(&ev->refs, (unsigned)-1) != 1)
         return;
     if (ev->origin != NULL) {
         evs_event_unref(ev->origin);
@@ -228,7 +227,7 @@ bool evs__event_claim(const evs_event *cev)
     evs_event *ev = (evs_event *)cev;
     /* A plain load first: republishing is common (forwarding), and a
      * failed CAS would still take the line exclusive. */
-    if (ck_pr_load_uint(&ev->published) != 0)
+    if (evs_load(&ev->published) != 0)
         return false;
     return ck_pr_cas_uint(&ev->published, 0, 1);
 }
@@ -251,12 +250,12 @@ evs_event *evs__event_alias(const evs_event *cev)
 
 void evs__event_set_id(const evs_event *ev, uint64_t id)
 {
-    ck_pr_store_64(&((evs_event *)ev)->id, id);
+    evs_store(&((evs_event *)ev)->id, id);
 }
 
 static bool sealed(const evs_event *ev)
 {
-    return ck_pr_load_uint(&((evs_event *)ev)->published) != 0;
+    return evs_load(&((evs_event *)ev)->published) != 0;
 }
 
 int evs_event_set_content(evs_event *ev, evs_content content)
@@ -526,7 +525,7 @@ int evs_event_meta_get_raw(const evs_event *ev, const char *key,
 
 uint64_t evs_event_id(const evs_event *ev)
 {
-    return ck_pr_load_64(&((evs_event *)ev)->id);
+    return evs_load(&((evs_event *)ev)->id);
 }
 
 evs_type evs_event_type(const evs_event *ev) { return ev->body->type; }

@@ -196,11 +196,12 @@ static void deliver_run(evs_stream *s, evs_sub *sub, const evs_event *const *evs
                         size_t n, uint64_t depth)
 {
     uint64_t delivered = 0, filtered = 0, errors = 0;
+    uint64_t start_id = evs_load_acquire(&sub->start_id);
     const evs_sub *outer = tl_sub;
     tl_sub = sub;
     for (size_t i = 0; i < n; i++) {
         const evs_event *ev = evs[i];
-        if (ev == NULL || evs_event_id(ev) <= sub->start_id)
+        if (ev == NULL || evs_event_id(ev) <= start_id)
             continue;
         /* A handler may end its own subscription mid-run. */
         if (evs_unlikely(evs_load(&sub->dead)))
@@ -455,6 +456,7 @@ int evs_stream_publish(evs_stream *s, const evs_event *ev)
 
 static void free_array_cb(ck_epoch_entry_t *e)
 {
+    evs__epoch_reclaiming();
     evs__free(evs_container_of(e, struct sub_array, epoch_entry));
 }
 
@@ -466,6 +468,7 @@ static void free_sub(evs_sub *sub)
 
 static void free_sub_cb(ck_epoch_entry_t *e)
 {
+    evs__epoch_reclaiming();
     free_sub(evs_container_of(e, evs_sub, epoch_entry));
 }
 
@@ -594,7 +597,8 @@ int evs_unsubscribe(evs_sub *sub)
      * barrier, then active is read. */
     ck_pr_fence_memory();
     if (tl_sub != sub) {
-        for (unsigned round = 0; ck_pr_load_uint(&sub->active) != 0; round++)
+        /* Acquire: the handler's last writes happen before we return. */
+        for (unsigned round = 0; evs_load_acquire(&sub->active) != 0; round++)
             evs__backoff(round);
     }
     if (b != NULL)
@@ -694,7 +698,7 @@ fail_hist:
 static uint64_t undelivered(evs_stream *s)
 {
     if (is_inline(s))
-        return ck_pr_load_uint(&s->inline_active);
+        return evs_load(&s->inline_active);
     return evs__ring_claimed(&s->ring) - evs_load_acquire(&s->done);
 }
 
@@ -706,7 +710,7 @@ static int wait_settled(evs_stream *s, uint64_t target, int timeout_ms, uint64_t
     int rc = 0;
     for (unsigned round = 0;; round++) {
         uint32_t seen = ck_ec32_value(&s->run_ec);
-        uint64_t rest = is_inline(s) ? ck_pr_load_uint(&s->inline_active)
+        uint64_t rest = is_inline(s) ? evs_load(&s->inline_active)
                                      : target - evs_load_acquire(&s->done);
         if ((int64_t)rest <= 0) {
             rest = 0;
