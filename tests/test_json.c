@@ -180,7 +180,7 @@ Test(json, random_bytes_always_give_valid_json)
         json_error_t err;
         json_t *j = json_loadb(b.data, b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
         cr_assert_not_null(j, "iteration %d: %s: %s", iter, err.text, b.data);
-        json_t *ref = json_stringn(( const char *)in, n);
+        json_t *ref = json_stringn((const char *)in, n);
         if (ref != NULL) {
             cr_assert_eq(json_string_length(j), n, "iteration %d", iter);
             cr_assert_eq(memcmp(json_string_value(j), in, n), 0, "iteration %d", iter);
@@ -300,7 +300,7 @@ static const struct {
     {"cb 3f d5 55 55 55 55 55 55", "0.3333333333333333"},
     {"cb 80 00 00 00 00 00 00 00", "-0.0"},
     {"cb 7e 37 e4 3c 88 00 75 9c", "1e+300"},
-    {"cb 00 00 00 00 00 00 00 01", "5e-324"},  /* smallest subnormal */
+    {"cb 00 10 00 00 00 00 00 00", "2.2250738585072014e-308"}, /* DBL_MIN: 17 digits */
     {"cb 43 30 00 00 00 00 00 00", "4503599627370496.0"},
     {"cb 7f f8 00 00 00 00 00 00", "null"},    /* NaN */
     {"cb 7f f0 00 00 00 00 00 00", "null"},    /* +inf */
@@ -353,10 +353,12 @@ Test(json, msgpack_renders_every_type)
         int rc = evs__mp_to_json(b, n, &out);
         cr_assert_eq(rc, 0, "%s: got %s", renders[i].hex, evs_errname(rc));
         assert_buf(&out, renders[i].json, renders[i].hex);
-        /* Whatever we render is valid JSON. */
+        /* Whatever we render is valid JSON (jansson's integers stop at
+         * INT64_MAX, so larger ones are only checked above). */
         json_error_t err;
         json_t *j = json_loadb(out.data, out.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
-        cr_assert_not_null(j, "%s: %s", renders[i].hex, err.text);
+        cr_assert(j != NULL || json_error_code(&err) == json_error_numeric_overflow,
+                  "%s: %s", renders[i].hex, err.text);
         json_decref(j);
         evs_buf_free(&out);
     }
@@ -641,9 +643,9 @@ Test(json, event_data_renders_by_content)
     } v[] = {
         {EVS_CONTENT_BINARY, "foo", 3, "\"Zm9v\""},
         {EVS_CONTENT_BINARY, "", 0, "\"\""},
-        {EVS_CONTENT_TEXT, "hi \"x\"\n\xff", 9, "\"hi \\\"x\\\"\\n" R "\""},
+        {EVS_CONTENT_TEXT, "hi \"x\"\n\xff", 8, "\"hi \\\"x\\\"\\n" R "\""},
         {EVS_CONTENT_TEXT, "", 0, "\"\""},
-        {EVS_CONTENT_JSON, " [1, {\"a\": 2}] ", 16, " [1, {\"a\": 2}] "},
+        {EVS_CONTENT_JSON, " [1, {\"a\": 2}] ", 15, " [1, {\"a\": 2}] "},
         {EVS_CONTENT_JSON, "", 0, "null"},
         {EVS_CONTENT_MSGPACK, "\x92\x01\xc3", 3, "[1,true]"},
         {EVS_CONTENT_MSGPACK, "", 0, "null"},
@@ -790,7 +792,7 @@ Test(json, allocation_failure_leaves_the_buffer_unchanged)
     cr_assert_gt(sweep(do_mp_to_json, &k, "mp_to_json keys"), 0);
 
     evs_event *ev = event_of(EVS_TYPE_CUSTOM, "custom-type", "some.topic.name",
-                             EVS_CONTENT_MSGPACK, mp.data, mp.len, keyed + 5, 4, 42,
+                             EVS_CONTENT_MSGPACK, mp.data, mp.len, keyed + 5, 3, 42,
                              1795280400000000001);
     cr_assert_gt(sweep(do_event, ev, "event"), 1);
     evs_event_unref(ev);
