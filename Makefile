@@ -101,8 +101,29 @@ $(TEST_BIN): $(TOBJS) $(TSHIM_OBJS) $(LIB_A)
 # Criterion runs each test in its own process; --jobs keeps the two-core
 # machine from being oversubscribed by the threaded tests.
 CRITERION_FLAGS ?= --jobs 2
+TEST_WRAP ?=
 test: $(TEST_BIN)
-	$(TEST_BIN) $(CRITERION_FLAGS)
+	$(TEST_WRAP) $(TEST_BIN) $(CRITERION_FLAGS)
+
+# The benchmark: comparisons with ZeroMQ and nng are compiled in when
+# their packages are present (make bench installs them).
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_BIN  := $(BUILD)/evs-bench
+BENCH_DEFS = $(shell pkg-config --exists libzmq && echo -DEVS_BENCH_HAVE_ZMQ) \
+             $(shell [ -f /usr/include/nng/nng.h ] && echo -DEVS_BENCH_HAVE_NNG)
+BENCH_LIBS = $(shell pkg-config --exists libzmq && pkg-config --libs libzmq) \
+             $(shell [ -f /usr/include/nng/nng.h ] && echo -lnng)
+BENCH_ARGS ?=
+
+$(BENCH_BIN): $(BENCH_SRCS) $(wildcard bench/*.h) $(LIB_A)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) $(BENCH_DEFS) -O2 -o $@ $(BENCH_SRCS) $(LIB_A) $(LDFLAGS_ALL) $(PKG_LIBS) $(BENCH_LIBS) -lm
+
+# build/evs-bench links to the binary so that it runs from a stable path.
+bench:
+	$(MAKE) DEPS_WHAT=bench BUILD=build/bench build/bench/evs-bench
+	ln -sf bench/evs-bench build/evs-bench
+	build/evs-bench $(BENCH_ARGS)
 
 $(BUILD)/examples/%: examples/%.c $(LIB_A)
 	@mkdir -p $(@D)
@@ -121,11 +142,11 @@ run: $(BUILD)/evstream-demo
 asan:
 	$(MAKE) BUILD=build/asan DEPS_WHAT=sanitizers OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  test examples
+	  TEST_WRAP=scripts/run-checked.sh test examples
 tsan:
 	$(MAKE) BUILD=build/tsan DEPS_WHAT=sanitizers OPT=-O1 \
 	  SAN="-fsanitize=thread" EXTRA_CFLAGS="-DCK_USE_CC_BUILTINS=1 -DEVS_TSAN=1" \
-	  TSAN_SHIM=1 CRITERION_FLAGS= test
+	  TSAN_SHIM=1 CRITERION_FLAGS= TEST_WRAP=scripts/run-checked.sh test
 
 $(BUILD)/evstream.pc: Makefile
 	@mkdir -p $(@D)

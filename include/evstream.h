@@ -195,8 +195,9 @@ void evs_event_unref(const evs_event *ev);
 /*
  * Set how the data is read. JSON and msgpack data are validated (one
  * complete value, nesting at most EVS_MAX_DEPTH).
- * Returns 0, EVS_EINVAL (bad content), EVS_EBADMSG (data is not valid
- * for that content type), or EVS_ESEALED once published.
+ * Returns 0, EVS_EINVAL (bad content), EVS_ESEALED once published,
+ * EVS_EBADMSG (data is not valid for that content type), EVS_ETOOBIG
+ * (nested deeper than EVS_MAX_DEPTH) or EVS_ENOMEM.
  * Threads: not concurrently with any other call on `ev`.
  */
 int evs_event_set_content(evs_event *ev, evs_content content);
@@ -216,9 +217,10 @@ int evs_event_set_type_name(evs_event *ev, const char *name);
  * Metadata: a msgpack map with string keys, set before publishing.
  * Setting a key that exists replaces its value.
  * `_raw` takes one encoded msgpack value (validated).
- * Each returns 0, EVS_EINVAL (NULL key or value, empty key), EVS_EBADMSG
- * (raw value malformed), EVS_ETOOBIG (metadata over EVS_MAX_META),
- * EVS_ENOMEM, or EVS_ESEALED once published.
+ * Each returns 0, EVS_EINVAL (NULL key or value, empty key), EVS_ESEALED
+ * once published, EVS_EBADMSG (raw value malformed), EVS_ETOOBIG
+ * (metadata over EVS_MAX_META, or a raw value nested deeper than
+ * EVS_MAX_DEPTH), or EVS_ENOMEM. Argument errors are reported first.
  * Ownership: copies key and value.
  * Threads: not concurrently with any other call on `ev`.
  */
@@ -290,11 +292,15 @@ int evs_event_to_msgpack(const evs_event *ev, evs_buf *out);
 /*
  * Decode one event from `buf` (exactly `len` bytes: trailing bytes are
  * an error). Hostile input is safe: every count and length is checked
- * against the bytes present and the nesting against EVS_MAX_DEPTH before
- * any allocation, so memory used is bounded by a small multiple of len.
- * The decoded event keeps its id and counts as published (immutable).
+ * against the bytes present and the nesting (EVS_MAX_DEPTH for data and
+ * each metadata value) before the event is built, so memory used is
+ * bounded by a small multiple of len.
+ * A non-zero id decodes as a published (immutable) event keeping that
+ * id; an id of 0 decodes as an unpublished event that can still change.
  * Returns 0, EVS_EINVAL (NULL args), EVS_EBADMSG (malformed, wrong
- * shape), EVS_ETOOBIG (over a limit), or EVS_ENOMEM.
+ * shape, a type name that is empty, too long or contains CR/LF/NUL),
+ * EVS_ETOOBIG (data, topic or metadata over a limit, nesting too deep),
+ * or EVS_ENOMEM.
  * Ownership: copies from `buf`; the caller owns the reference in *out.
  * Threads: any thread.
  */

@@ -2,6 +2,7 @@
 # Install the Debian packages evstream needs, if pkg-config cannot find
 # them. Safe to run again: it does nothing when everything is present.
 # Usage: scripts/deps.sh [build|test|bench|sanitizers|all]
+# (the sanitizer runtimes come with gcc itself)
 set -eu
 what=${1:-build}
 
@@ -21,10 +22,6 @@ esac
 case "$what" in
   bench|all) check libzmq libzmq3-dev
              [ -f /usr/include/nng/nng.h ] || need_pkgs="$need_pkgs libnng-dev" ;;
-esac
-case "$what" in
-  sanitizers|all) [ -n "$(ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.tsan-x86_64.a 2>/dev/null)" ] \
-                    || need_pkgs="$need_pkgs clang libclang-rt-14-dev" ;;
 esac
 
 [ -z "$need_pkgs" ] && exit 0

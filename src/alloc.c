@@ -16,7 +16,7 @@ static int64_t fail_countdown = -1;
 /* Allocations attempted since the last evs__alloc_fail_after call. */
 static uint64_t attempts;
 
-static bool inject_failure(void)
+bool evs__alloc_should_fail(void)
 {
     if (evs_likely(evs_load(&fail_countdown) < 0))
         return false;
@@ -38,17 +38,17 @@ long evs__alloc_fail_after(long k)
 
 void *evs__malloc(size_t n)
 {
-    return inject_failure() ? NULL : malloc(n ? n : 1);
+    return evs__alloc_should_fail() ? NULL : malloc(n ? n : 1);
 }
 
 void *evs__calloc(size_t n, size_t size)
 {
-    return inject_failure() ? NULL : calloc(n ? n : 1, size ? size : 1);
+    return evs__alloc_should_fail() ? NULL : calloc(n ? n : 1, size ? size : 1);
 }
 
 void *evs__realloc(void *p, size_t n)
 {
-    return inject_failure() ? NULL : realloc(p, n ? n : 1);
+    return evs__alloc_should_fail() ? NULL : realloc(p, n ? n : 1);
 }
 
 void evs__free(void *p) { free(p); }
@@ -56,7 +56,7 @@ void evs__free(void *p) { free(p); }
 void *evs__aligned_alloc(size_t n)
 {
     void *p = NULL;
-    if (inject_failure() || posix_memalign(&p, EVS_CACHELINE, n ? n : 1) != 0)
+    if (evs__alloc_should_fail() || posix_memalign(&p, EVS_CACHELINE, n ? n : 1) != 0)
         return NULL;
     return p;
 }

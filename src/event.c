@@ -1,7 +1,7 @@
 /*
  * Events: refcounted, immutable once published.
  *
- * One allocation holds the event header, its topic and its data. The
+ * One pool block (pool.h) holds the event header, its topic and its data. The
  * custom type name and the metadata map, which are set after creation,
  * have allocations of their own. An event published a second time (to
  * another stream, or forwarded from a handler) becomes an "alias": a
@@ -20,6 +20,7 @@
 #include "evs_internal.h"
 #include "json.h"
 #include "mpscan.h"
+#include "pool.h"
 
 /* The payload. Immutable once the event is published. */
 struct evs_body {
@@ -93,7 +94,7 @@ int evs__event_new(evs_event **out, const evs_event_parts *p)
         p->type_name_len > EVS_MAX_TYPE_NAME)
         return EVS_ETOOBIG;
 
-    evs_event *ev = evs__malloc(sizeof(*ev) + tlen + 1 + p->len);
+    evs_event *ev = evs__pool_alloc(sizeof(*ev) + tlen + 1 + p->len);
     if (ev == NULL)
         return EVS_ENOMEM;
     memset(ev, 0, sizeof(*ev));
@@ -133,7 +134,7 @@ int evs__event_new(evs_event **out, const evs_event_parts *p)
     return 0;
 nomem:
     evs__free(b->type_name);
-    evs__free(ev);
+    evs__pool_free(ev);
     return EVS_ENOMEM;
 }
 
@@ -219,7 +220,7 @@ void evs_event_unref(const evs_event *cev)
         evs__free(ev->own.type_name);
         evs__free(ev->own.meta);
     }
-    evs__free(ev);
+    evs__pool_free(ev);
 }
 
 bool evs__event_claim(const evs_event *cev)
@@ -237,7 +238,7 @@ evs_event *evs__event_alias(const evs_event *cev)
     evs_event *orig = (evs_event *)cev;
     while (orig->origin != NULL)
         orig = orig->origin;
-    evs_event *a = evs__malloc(sizeof(*a));
+    evs_event *a = evs__pool_alloc(sizeof(*a));
     if (a == NULL)
         return NULL;
     memset(a, 0, sizeof(*a));
@@ -313,32 +314,31 @@ int evs_event_set_type_name(evs_event *ev, const char *name)
  */
 static int meta_put(evs_event *ev, const char *key, const uint8_t *val, size_t vlen)
 {
-    if (ev == NULL || key == NULL || key[0] == '\0')
-        return EVS_EINVAL;
-    if (sealed(ev))
-        return EVS_ESEALED;
     struct evs_body *b = &ev->own;
     const uint8_t *map = b->meta ? b->meta : empty_map;
     size_t map_len = b->meta ? b->meta_len : sizeof(empty_map);
     size_t klen = strlen(key);
     evs_mpval m;
-    if (evs__mp_read(map, map_len, &m) != 0)
+    if (evs__mp_read(map, map_len, &m) != 0 || m.type != MSGPACK_OBJECT_MAP)
         return EVS_EBADMSG;
 
-    evs_buf out = {0};
-    msgpack_packer pk;
-    evs__mp_packer_init(&pk, &out);
-    /* Reserve room for the worst-case header; count entries as we go. */
-    evs_buf body = {0};
+    /* Copy the other entries into `body`, count them, then write the map
+     * header and the body into `out`. */
+    evs_buf out = {0}, body = {0};
     uint32_t n = 0;
     size_t off = m.size;
     int rc = 0;
     for (uint32_t i = 0; i < m.v.n; i++) {
         size_t ksz, vsz;
         evs_mpval k;
-        evs__mp_check(map + off, map_len - off, EVS_MAX_DEPTH, &ksz);
-        evs__mp_read(map + off, map_len - off, &k);
-        evs__mp_check(map + off + ksz, map_len - off - ksz, EVS_MAX_DEPTH, &vsz);
+        /* The stored map was checked when it was built; check again so a
+         * bug elsewhere cannot turn into an out-of-bounds read here. */
+        if (evs__mp_check(map + off, map_len - off, EVS_MAX_DEPTH, &ksz) != 0 ||
+            evs__mp_read(map + off, map_len - off, &k) != 0 ||
+            evs__mp_check(map + off + ksz, map_len - off - ksz, EVS_MAX_DEPTH, &vsz) != 0) {
+            rc = EVS_EBADMSG;
+            goto out;
+        }
         bool same = k.type == MSGPACK_OBJECT_STR && k.v.raw.len == klen &&
                     memcmp(k.v.raw.p, key, klen) == 0;
         if (!same) {
@@ -348,16 +348,15 @@ static int meta_put(evs_event *ev, const char *key, const uint8_t *val, size_t v
         }
         off += ksz + vsz;
     }
-    {
-        msgpack_packer kp;
-        evs__mp_packer_init(&kp, &body);
-        if (msgpack_pack_str_with_body(&kp, key, klen) != 0 ||
-            evs_buf_append(&body, val, vlen) != 0) {
-            rc = EVS_ENOMEM;
-            goto out;
-        }
-        n++;
+    msgpack_packer pk;
+    evs__mp_packer_init(&pk, &body);
+    if (msgpack_pack_str_with_body(&pk, key, klen) != 0 ||
+        evs_buf_append(&body, val, vlen) != 0) {
+        rc = EVS_ENOMEM;
+        goto out;
     }
+    n++;
+    evs__mp_packer_init(&pk, &out);
     if (msgpack_pack_map(&pk, n) != 0 || evs_buf_append(&out, body.data, body.len) != 0) {
         rc = EVS_ENOMEM;
         goto out;
@@ -376,21 +375,34 @@ out:
     return rc;
 }
 
-/* Encode one scalar with msgpack-c into a small stack buffer. */
+/* Check the arguments every metadata setter shares, in the order the
+ * header documents: bad arguments, then a published event. */
+static int meta_args(evs_event *ev, const char *key)
+{
+    if (ev == NULL || key == NULL || key[0] == '\0')
+        return EVS_EINVAL;
+    return sealed(ev) ? EVS_ESEALED : 0;
+}
+
+/* Encode one scalar with msgpack-c into a heap buffer, then store it. */
 #define META_SCALAR(ev, key, packcall)                                      \
     do {                                                                    \
+        int rc_ = meta_args(ev, key);                                       \
+        if (rc_ != 0)                                                       \
+            return rc_;                                                     \
         evs_buf v = {0};                                                    \
         msgpack_packer pk;                                                  \
         evs__mp_packer_init(&pk, &v);                                       \
-        int rc_ = (packcall) != 0 ? EVS_ENOMEM : meta_put(ev, key, (const uint8_t *)v.data, v.len); \
+        rc_ = (packcall) != 0 ? EVS_ENOMEM : meta_put(ev, key, (const uint8_t *)v.data, v.len); \
         evs_buf_free(&v);                                                   \
         return rc_;                                                         \
     } while (0)
 
 int evs_event_meta_set_str(evs_event *ev, const char *key, const char *value)
 {
-    if (value == NULL)
-        return EVS_EINVAL;
+    int rc = value == NULL ? EVS_EINVAL : meta_args(ev, key);
+    if (rc != 0)
+        return rc;
     size_t len = strnlen(value, EVS_MAX_META + 1);
     if (len > EVS_MAX_META)
         return EVS_ETOOBIG;
@@ -416,11 +428,13 @@ int evs_event_meta_set_raw(evs_event *ev, const char *key, const void *mp, size_
 {
     if (mp == NULL)
         return EVS_EINVAL;
+    int rc = meta_args(ev, key);
+    if (rc != 0)
+        return rc;
     if (len > EVS_MAX_META)
         return EVS_ETOOBIG;
     size_t used;
-    int rc = evs__mp_check(mp, len, EVS_MAX_DEPTH, &used);
-    if (rc != 0)
+    if ((rc = evs__mp_check(mp, len, EVS_MAX_DEPTH, &used)) != 0)
         return rc;
     if (used != len)
         return EVS_EBADMSG;

@@ -50,6 +50,10 @@ char *evs__strndup(const char *s, size_t n);
  */
 long evs__alloc_fail_after(long k);
 
+/* Counts an allocation attempt and says whether injection fails it; for
+ * allocators that do not call evs__malloc (the block pools). */
+bool evs__alloc_should_fail(void);
+
 /* Nanoseconds on CLOCK_MONOTONIC and CLOCK_REALTIME. */
 int64_t evs__now_mono_ns(void);
 int64_t evs__now_real_ns(void);

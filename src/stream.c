@@ -72,20 +72,28 @@ struct sub_array {
 };
 
 struct evs_stream {
+    /* Read-only after create; every publisher reads these, so nothing
+     * that changes shares their cache line. */
+    evs_stream_opts opts EVS_ALIGNED;
+    size_t hist_cap; /* 0: no history */
+
     struct evs_ring ring; /* dispatcher mode only */
 
-    /* Publishers increment after each publish and on close; the idle
-     * dispatcher waits on it. */
-    struct ck_ec32 pub_ec EVS_ALIGNED;
+    /* Parking. The dispatcher sets `parked` (then a full fence) before it
+     * re-checks the ring and sleeps on pub_ec; a publisher reads `parked`
+     * after its claim CAS (a full barrier) and, if set, increments pub_ec
+     * once its slot is published. Either the dispatcher sees the claim or
+     * the publisher sees the flag (SPEC.md, "Threads"), so a busy stream
+     * touches neither field per event. Close and destroy always
+     * increment pub_ec. */
+    unsigned parked EVS_ALIGNED;
+    struct ck_ec32 pub_ec;
     /* The dispatcher increments after each run (room freed, events
      * delivered); blocked publishers and flush/close wait on it. */
     struct ck_ec32 run_ec EVS_ALIGNED;
     /* Every position below `done` has been delivered (or skipped as
      * evicted or a hole). Written by the dispatcher, read by waiters. */
     uint64_t done;
-
-    evs_stream_opts opts;
-    size_t hist_cap; /* 0: no history */
 
     /* Overflow and loss counters (publishers, ck_pr RMW). */
     uint64_t dropped_newest EVS_ALIGNED, dropped_oldest, rejected_full,
@@ -94,12 +102,12 @@ struct evs_stream {
     uint64_t delivered EVS_ALIGNED, filtered, handler_errors, queue_hwm;
 
     /* Subscription writers; readers use `subs` through the epoch. */
-    pthread_mutex_t sub_lock;
+    pthread_mutex_t sub_lock EVS_ALIGNED;
     struct sub_array *subs;
 
     /* History ring of hist_cap references, oldest at hist_start. In
      * inline mode it also serialises numbering (inline_seq). */
-    pthread_mutex_t hist_lock;
+    pthread_mutex_t hist_lock EVS_ALIGNED;
     const evs_event **hist;
     size_t hist_start, hist_len;
     uint64_t inline_seq;  /* inline: last id handed out (hist_lock) */
@@ -253,19 +261,21 @@ static void deliver(evs_stream *s, ck_epoch_record_t *rec,
     evs__epoch_end(rec, &section);
 }
 
-static void dispatcher_wait(evs_stream *s, uint32_t seen)
+/*
+ * Sleep until a publisher signals, unless something was claimed since we
+ * last looked. The fence orders our store of `parked` before our load of
+ * `claim`; the publisher's claim CAS orders its claim before its load of
+ * `parked`. So either we see its claim here, or it sees `parked` and
+ * increments pub_ec after publishing, which ends (or prevents) the wait.
+ */
+static void dispatcher_park(evs_stream *s)
 {
-    switch (s->opts.wait) {
-    case EVS_WAIT_SPIN:
-        evs__cpu_relax();
-        return;
-    case EVS_WAIT_YIELD:
-        sched_yield();
-        return;
-    case EVS_WAIT_PARK:
+    evs_store(&s->parked, 1);
+    ck_pr_fence_memory();
+    uint32_t seen = ck_ec32_value(&s->pub_ec);
+    if (evs__ring_claimed(&s->ring) == evs_load(&s->ring.head) && !evs_load(&s->stop))
         evs__ec_wait(&s->pub_ec, seen, -1);
-        return;
-    }
+    evs_store(&s->parked, 0);
 }
 
 static void *dispatcher_main(void *arg)
@@ -277,21 +287,29 @@ static void *dispatcher_main(void *arg)
 
     tl_stream = s;
     for (;;) {
-        uint32_t seen = ck_ec32_value(&s->pub_ec);
         uint64_t first;
         size_t n = evs__ring_take(&s->ring, run, RUN_MAX, &first);
         if (n == 0) {
+            /* Idle: spin on our own cache lines first; look at the
+             * publishers' lines only when about to sleep or stop. */
+            if (++idle < IDLE_SPINS || s->opts.wait == EVS_WAIT_SPIN) {
+                evs__cpu_relax();
+                if ((idle & 1023) != 0)
+                    continue;
+            } else if (s->opts.wait == EVS_WAIT_YIELD) {
+                sched_yield();
+            } else {
+                dispatcher_park(s);
+                idle = 0;
+            }
             if (evs_load(&s->stop) && evs__ring_claimed(&s->ring) == evs_load(&s->done))
                 break;
-            if (++idle < IDLE_SPINS && s->opts.wait != EVS_WAIT_SPIN) {
-                evs__cpu_relax();
-                continue;
-            }
-            dispatcher_wait(s, seen);
             continue;
         }
         idle = 0;
-        uint64_t depth = evs__ring_claimed(&s->ring) - first;
+        /* A short run means the queue held just these (reading `claim`
+         * would take the publishers' line); a full one may have more. */
+        uint64_t depth = n < RUN_MAX ? n : evs__ring_claimed(&s->ring) - first;
         if (depth > evs_load(&s->queue_hwm))
             evs_store(&s->queue_hwm, depth);
         deliver(s, rec, run, n, depth);
@@ -312,6 +330,14 @@ static void *dispatcher_main(void *arg)
 
 /* ------------------------------------------------------------------ */
 /* Publish                                                             */
+
+/* After publishing a slot: wake the dispatcher if it is parking. The
+ * claim CAS before this was a full barrier (see dispatcher_park). */
+static void wake_dispatcher(evs_stream *s)
+{
+    if (evs_unlikely(evs_load(&s->parked)))
+        ck_ec32_inc(&s->pub_ec, &evs__ec_mp);
+}
 
 /* Wait for the dispatcher to free room, up to the deadline. */
 static int wait_for_room(evs_stream *s, uint32_t seen, int64_t deadline)
@@ -435,13 +461,13 @@ int evs_stream_publish_id(evs_stream *s, const evs_event *ev, uint64_t *id)
              * fill the position with a hole so the ring stays whole. */
             ck_pr_inc_64(&s->dropped_nomem);
             evs__ring_publish(&s->ring, pos, NULL);
-            ck_ec32_inc(&s->pub_ec, &evs__ec_mp);
+            wake_dispatcher(s);
             return EVS_ENOMEM;
         }
     }
     evs__event_set_id(item, pos + 1);
     evs__ring_publish(&s->ring, pos, item);
-    ck_ec32_inc(&s->pub_ec, &evs__ec_mp);
+    wake_dispatcher(s);
     *id = pos + 1;
     return 0;
 }
