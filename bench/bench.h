@@ -121,8 +121,6 @@ extern const size_t bench_nscenarios;
 /* Helpers (main.c)                                                  */
 
 int64_t bench_now_ns(void);
-/* Busy-wait until `deadline_ns` (CLOCK_MONOTONIC). */
-void bench_spin_until(int64_t deadline_ns);
 /* Sleep `ns` nanoseconds. */
 void bench_sleep_ns(int64_t ns);
 /* The payload size a scenario means (0 -> 64, at least BENCH_HDR). */
@@ -197,8 +195,10 @@ static inline void bench_tally_add(bench_tally *t, uint64_t seq, bool lossy)
 /*
  * Check `nsub` tallies against what `npub` publishers sent (sent[p]
  * messages each, numbered 1..sent[p]). Lossless: every receiver got
- * exactly every message, in order. Lossy: in order, no more than sent,
- * and the checksum of a subset. Fills r->sent, r->received, r->drops;
+ * exactly every message, in order, with the exact checksum (sums wrap
+ * mod 2^64 alike on both sides). Lossy: strictly increasing per
+ * publisher and none beyond the last sent, i.e. a subset of what was
+ * sent; the rest count as drops. Fills r->sent, r->received, r->drops;
  * on a mismatch fills r->note and returns BENCH_FAIL naming `who`.
  */
 int bench_verify(bench_result *r, const char *who, const bench_tally *t,

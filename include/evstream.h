@@ -374,6 +374,11 @@ typedef struct evs_stream_opts {
     evs_wait     wait;             /* 0 = EVS_WAIT_PARK */
     evs_error_fn on_error;         /* NULL = count handler errors only */
     void        *on_error_user;    /* passed to on_error untouched */
+    bool         single_publisher; /* false = any threads may publish at once;
+                                      true = a promise that publishes never
+                                      overlap (one thread, or threads that
+                                      hand over with a lock): publishing then
+                                      uses no atomic instruction */
 } evs_stream_opts;
 
 /*
@@ -412,6 +417,17 @@ int evs_stream_publish(evs_stream *s, const evs_event *ev);
  * it was dropped under EVS_OVERFLOW_DROP_NEWEST or the call failed).
  */
 int evs_stream_publish_id(evs_stream *s, const evs_event *ev, uint64_t *id);
+
+/*
+ * As evs_stream_publish_id, but the stream takes the caller's reference
+ * instead of adding its own: the fastest way to hand over an event you
+ * made and will not touch again (it saves two atomic operations).
+ * Ownership: consumes the caller's reference to `ev` whatever the result
+ * (on failure the event is unreffed); do not use `ev` afterwards.
+ * `id` may be NULL.
+ * Threads and blocking: as evs_stream_publish.
+ */
+int evs_stream_publish_move(evs_stream *s, evs_event *ev, uint64_t *id);
 
 /* A subscription's handler. Return 0, or a code counted as an error. */
 typedef int (*evs_handler_fn)(const evs_event *ev, void *user);

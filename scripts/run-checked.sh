@@ -4,6 +4,8 @@
 # counts a test as passed before LeakSanitizer reports at process exit).
 # Usage: scripts/run-checked.sh BINARY [ARGS...]
 log=$(mktemp)
+here=$(cd "$(dirname "$0")/.." && pwd)
+LSAN_OPTIONS="suppressions=$here/tests/lsan.supp:fast_unwind_on_malloc=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}" \
 CRITERION_NO_EARLY_EXIT=1 "$@" >"$log" 2>&1
 rc=$?
 cat "$log"

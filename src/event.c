@@ -211,8 +211,12 @@ void evs_event_unref(const evs_event *cev)
     evs_event *ev = (evs_event *)cev;
     if (ev == NULL)
         return;
-    /* The thread whose decrement takes the count to zero frees. */
-    if (ck_pr_faa_uint(&ev->refs, (unsigned)-1) != 1)
+    /* A count of one is ours alone: no other thread holds a reference
+     * that could change it, so skip the locked instruction (the acquire
+     * orders other threads' earlier unrefs before our free). Otherwise
+     * the thread whose decrement takes the count to zero frees. */
+    if (evs_load_acquire(&ev->refs) != 1 &&
+        ck_pr_faa_uint(&ev->refs, (unsigned)-1) != 1)
         return;
     if (ev->origin != NULL) {
         evs_event_unref(ev->origin);
@@ -223,14 +227,25 @@ void evs_event_unref(const evs_event *cev)
     evs__pool_free(ev);
 }
 
-bool evs__event_claim(const evs_event *cev)
+bool evs__event_claim(const evs_event *cev, bool add_ref)
 {
     evs_event *ev = (evs_event *)cev;
     /* A plain load first: republishing is common (forwarding), and a
      * failed CAS would still take the line exclusive. */
     if (evs_load(&ev->published) != 0)
         return false;
-    return ck_pr_cas_uint(&ev->published, 0, 1);
+    if (evs_load(&ev->refs) == 1) {
+        /* Only the caller can reach the event. */
+        evs_store(&ev->published, 1);
+        if (add_ref)
+            evs_store(&ev->refs, 2);
+        return true;
+    }
+    if (!ck_pr_cas_uint(&ev->published, 0, 1))
+        return false;
+    if (add_ref)
+        ck_pr_inc_uint(&ev->refs);
+    return true;
 }
 
 evs_event *evs__event_alias(const evs_event *cev)

@@ -33,10 +33,14 @@ int evs__event_new(evs_event **out, const evs_event_parts *parts);
 /*
  * The publishing stream's claim on `ev`: returns true exactly once per
  * event (the first stream to publish it numbers it); false afterwards,
- * and the stream publishes an alias instead.
+ * and the stream publishes an alias instead. With `add_ref`, a
+ * successful claim also adds the stream's reference.
+ * An event whose only reference is the caller's cannot be reached by
+ * any other thread, so then both are plain stores, not atomic
+ * instructions.
  * Threads: any thread, concurrently.
  */
-bool evs__event_claim(const evs_event *ev);
+bool evs__event_claim(const evs_event *ev, bool add_ref);
 
 /*
  * A new published event that shares `ev`'s payload (it holds a reference

@@ -1,20 +1,31 @@
 /*
  * Per-thread block pools (see pool.h).
  *
- * Each thread that allocates gets a cache with, per size class, a local
- * free list (owner only, no atomics) and a remote stack that any thread
- * pushes freed blocks onto. Every block carries a 16-byte header naming
- * its cache and class, so whoever frees it knows where it goes.
+ * Each thread that allocates gets a cache. Per size class it has:
+ *   - `local`: blocks this thread freed itself (owner only, no atomics);
+ *   - `batches`: batches of blocks other threads freed, taken from the
+ *     remote stack (owner only);
+ *   - `remote`: a stack of batches that other threads push (one CAS per
+ *     batch) and the owner empties whole (one exchange).
+ * Every block carries a 16-byte header naming its cache and class.
  *
- * Remote stack: a Treiber stack that is only pushed (CAS) by freeing
- * threads and only emptied whole (exchange with NULL) by the owner, so
- * no node is ever popped singly and there is no ABA problem.
+ * Why batches: a block freed by another thread was last written by that
+ * thread, so reading a link stored in it is a cache miss. An intrusive
+ * list of single blocks makes the owner walk a chain of dependent misses,
+ * one per allocation. A batch is one freed block whose body holds the
+ * addresses of up to BATCH_CAP(class) others, so the owner reads a
+ * packed array instead, and the freeing thread pays one CAS per batch.
+ * A freeing thread keeps an open batch per (class, owner) for up to
+ * OUTBOXES owners; a full batch, an evicted one, and all of them at
+ * thread exit are pushed to their owners.
  *
- * Caches are never freed, because blocks still in flight point at them.
- * When a thread exits its cache is marked unowned and put on a list; the
- * next new thread adopts it, with its lists and whatever other threads
- * still push onto it. Local lists are trimmed to LOCAL_MAX blocks per
- * class so a burst does not pin memory forever.
+ * The remote stack is only pushed (CAS) and only emptied whole
+ * (exchange), so no node is ever popped singly and there is no ABA.
+ *
+ * Caches are never freed, because blocks in flight point at them. When a
+ * thread exits its cache is put on a list; the next new thread adopts it
+ * with its lists and whatever is still pushed onto it. Local lists are
+ * trimmed to LOCAL_MAX blocks per class so a burst does not pin memory.
  */
 #include "pool.h"
 
@@ -26,6 +37,7 @@
 #define NCLASSES 6
 #define MIN_SHIFT 7 /* smallest class: 128 bytes */
 #define LOCAL_MAX 4096
+#define OUTBOXES 4
 
 struct block_hdr {
     struct pool_cache *owner; /* NULL: a malloc'd large block */
@@ -37,13 +49,21 @@ struct free_node {
     struct free_node *next;
 };
 
+/* Lives in the body of a free block. */
+struct batch {
+    struct batch *next;
+    size_t n;      /* addresses in ptrs[] */
+    void *ptrs[];  /* bodies of free blocks of the same class and owner */
+};
+
 struct pool_class {
     /* Owner only. */
     struct free_node *local;
     size_t nlocal;
+    struct batch *batches;
     /* Pushed by any thread (CAS), emptied by the owner (exchange). On its
-     * own cache line: remote frees must not bounce the owner's list. */
-    struct free_node *remote EVS_ALIGNED;
+     * own cache line so remote frees do not bounce the owner's fields. */
+    struct batch *remote EVS_ALIGNED;
 };
 
 struct pool_cache {
@@ -52,16 +72,64 @@ struct pool_cache {
     struct pool_cache *next_all;  /* every cache ever made (under `lock`) */
 };
 
+/* A freeing thread's open batch for one owner. */
+struct outbox {
+    struct pool_cache *owner;
+    struct batch *b;
+};
+
+struct thread_pool {
+    struct pool_cache *cache;
+    struct outbox out[NCLASSES][OUTBOXES];
+    unsigned next_evict[NCLASSES];
+};
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pool_cache *unowned; /* caches of exited threads */
 static struct pool_cache *all;     /* keeps every cache reachable */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_key_t key;
-static _Thread_local struct pool_cache *tl_cache;
+static _Thread_local struct thread_pool tl;
+static _Thread_local bool tl_registered;
+
+static size_t batch_cap(uint32_t cls)
+{
+    size_t body = ((size_t)1 << (MIN_SHIFT + cls)) - sizeof(struct block_hdr);
+    return (body - sizeof(struct batch)) / sizeof(void *);
+}
+
+static void push_batch(struct pool_cache *owner, uint32_t cls, struct batch *b)
+{
+    struct pool_class *pc = &owner->cls[cls];
+    struct batch *head = evs_load(&pc->remote);
+    /* Release: our writes to these blocks come before their reuse. */
+    do {
+        b->next = head;
+    } while (!__atomic_compare_exchange_n(&pc->remote, &head, b, true, __ATOMIC_RELEASE,
+                                          __ATOMIC_RELAXED));
+}
+
+static void flush_outboxes(void)
+{
+    for (uint32_t k = 0; k < NCLASSES; k++) {
+        for (int i = 0; i < OUTBOXES; i++) {
+            struct outbox *o = &tl.out[k][i];
+            if (o->b != NULL)
+                push_batch(o->owner, k, o->b);
+            o->owner = NULL;
+            o->b = NULL;
+        }
+    }
+}
 
 static void thread_exit(void *p)
 {
-    struct pool_cache *c = p;
+    (void)p;
+    flush_outboxes();
+    struct pool_cache *c = tl.cache;
+    tl.cache = NULL;
+    if (c == NULL)
+        return;
     pthread_mutex_lock(&lock);
     c->next_free = unowned;
     unowned = c;
@@ -70,11 +138,25 @@ static void thread_exit(void *p)
 
 static void init_once(void) { pthread_key_create(&key, thread_exit); }
 
+/* Register the thread-exit hook (once per thread). */
+static bool thread_register(void)
+{
+    if (evs_likely(tl_registered))
+        return true;
+    pthread_once(&once, init_once);
+    /* Any non-NULL value makes the destructor run at thread exit. */
+    if (pthread_setspecific(key, &tl) != 0)
+        return false;
+    tl_registered = true;
+    return true;
+}
+
 static struct pool_cache *cache_get(void)
 {
-    if (evs_likely(tl_cache != NULL))
-        return tl_cache;
-    pthread_once(&once, init_once);
+    if (evs_likely(tl.cache != NULL))
+        return tl.cache;
+    if (!thread_register())
+        return NULL;
     pthread_mutex_lock(&lock);
     struct pool_cache *c = unowned;
     if (c != NULL) {
@@ -85,13 +167,7 @@ static struct pool_cache *cache_get(void)
         all = c;
     }
     pthread_mutex_unlock(&lock);
-    if (c == NULL)
-        return NULL;
-    if (pthread_setspecific(key, c) != 0) {
-        thread_exit(c);
-        return NULL;
-    }
-    tl_cache = c;
+    tl.cache = c;
     return c;
 }
 
@@ -102,6 +178,26 @@ static int class_of(size_t n)
         if (need <= ((size_t)1 << (MIN_SHIFT + k)))
             return k;
     return -1;
+}
+
+/* A free block from the batches, or NULL. */
+static struct block_hdr *take_batched(struct pool_class *pc)
+{
+    if (pc->batches == NULL) {
+        if (evs_load(&pc->remote) == NULL)
+            return NULL;
+        /* Acquire: the freeing threads' writes come before our reuse. */
+        pc->batches = __atomic_exchange_n(&pc->remote, NULL, __ATOMIC_ACQUIRE);
+    }
+    struct batch *b = pc->batches;
+    void *body;
+    if (b->n > 0) {
+        body = b->ptrs[--b->n];
+    } else {
+        pc->batches = b->next;
+        body = b;
+    }
+    return (struct block_hdr *)body - 1;
 }
 
 void *evs__pool_alloc(size_t n)
@@ -122,27 +218,55 @@ void *evs__pool_alloc(size_t n)
     if (evs__alloc_should_fail())
         return NULL;
     struct pool_class *pc = &c->cls[k];
-    if (pc->local == NULL && evs_load(&pc->remote) != NULL) {
-        /* Acquire: the freeing threads' writes come before our reuse. */
-        pc->local = __atomic_exchange_n(&pc->remote, NULL, __ATOMIC_ACQUIRE);
-        size_t cnt = 0;
-        for (struct free_node *f = pc->local; f != NULL; f = f->next)
-            cnt++;
-        pc->nlocal = cnt;
-    }
     if (pc->local != NULL) {
         struct free_node *f = pc->local;
         pc->local = f->next;
         pc->nlocal--;
-        h = (struct block_hdr *)f - 1;
-    } else {
-        h = malloc((size_t)1 << (MIN_SHIFT + k));
-        if (h == NULL)
-            return NULL;
-        h->owner = c;
-        h->cls = (uint32_t)k;
+        return f;
     }
+    if ((h = take_batched(pc)) != NULL)
+        return h + 1;
+    h = malloc((size_t)1 << (MIN_SHIFT + k));
+    if (h == NULL)
+        return NULL;
+    h->owner = c;
+    h->cls = (uint32_t)k;
     return h + 1;
+}
+
+/* Free a block owned by another thread's cache: add it to our open batch
+ * for that owner, pushing the batch when it is full. */
+static void free_remote(struct block_hdr *h, void *body)
+{
+    uint32_t k = h->cls;
+    if (!thread_register()) {
+        /* No per-thread state to keep a batch in: push a batch of one. */
+        struct batch *b = body;
+        b->n = 0;
+        push_batch(h->owner, k, b);
+        return;
+    }
+    struct outbox *row = tl.out[k];
+    for (int i = 0; i < OUTBOXES; i++) {
+        struct outbox *o = &row[i];
+        if (o->owner != h->owner)
+            continue;
+        o->b->ptrs[o->b->n++] = body;
+        if (o->b->n == batch_cap(k)) {
+            push_batch(o->owner, k, o->b);
+            o->owner = NULL;
+            o->b = NULL;
+        }
+        return;
+    }
+    /* No open batch for this owner: this block starts one, in place of
+     * the least recently started. */
+    struct outbox *o = &row[tl.next_evict[k]++ % OUTBOXES];
+    if (o->b != NULL)
+        push_batch(o->owner, k, o->b);
+    o->owner = h->owner;
+    o->b = body;
+    o->b->n = 0;
 }
 
 void evs__pool_free(void *p)
@@ -155,22 +279,17 @@ void evs__pool_free(void *p)
         evs__free(h);
         return;
     }
-    struct pool_class *pc = &c->cls[h->cls];
-    struct free_node *f = p;
-    if (c == tl_cache) {
-        if (pc->nlocal >= LOCAL_MAX) {
-            free(h);
-            return;
-        }
-        f->next = pc->local;
-        pc->local = f;
-        pc->nlocal++;
+    if (c != tl.cache) {
+        free_remote(h, p);
         return;
     }
-    /* Release: our writes to the block happen before the owner reuses it. */
-    struct free_node *head = evs_load(&pc->remote);
-    do {
-        f->next = head;
-    } while (!__atomic_compare_exchange_n(&pc->remote, &head, f, true, __ATOMIC_RELEASE,
-                                          __ATOMIC_RELAXED));
+    struct pool_class *pc = &c->cls[h->cls];
+    if (pc->nlocal >= LOCAL_MAX) {
+        free(h);
+        return;
+    }
+    struct free_node *f = p;
+    f->next = pc->local;
+    pc->local = f;
+    pc->nlocal++;
 }

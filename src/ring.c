@@ -4,7 +4,7 @@
  */
 #include "ring.h"
 
-int evs__ring_init(struct evs_ring *r, uint64_t size)
+int evs__ring_init(struct evs_ring *r, uint64_t size, bool sp)
 {
     memset(r, 0, sizeof(*r));
     /* Slots start with seq 0: position 0 is published when seq == 1. */
@@ -13,6 +13,7 @@ int evs__ring_init(struct evs_ring *r, uint64_t size)
         return EVS_ENOMEM;
     r->size = size;
     r->mask = size - 1;
+    r->sp = sp;
     return 0;
 }
 

@@ -45,6 +45,10 @@ struct evs_ring {
     /* Producers' cached copy of head; may lag (that only makes the ring
      * look fuller, never emptier). Relaxed atomic loads and stores. */
     uint64_t head_cache;
+    /* Single-producer rings (sp): claim is written with plain stores by
+     * the one producer, so close cannot set a bit in it; it sets this
+     * flag instead, which the producer checks before claiming. */
+    unsigned closed;
 
     /* Consumer side. head: first position not yet taken; moved by CAS
      * by the consumer (runs) and DROP_OLDEST producers (one at a time). */
@@ -54,29 +58,49 @@ struct evs_ring {
     struct evs_ring_slot *slots EVS_ALIGNED;
     uint64_t size;
     uint64_t mask;
+    bool sp; /* one producer at a time (evs_stream_opts.single_publisher) */
 };
 
-/* size: a power of two >= 2. Returns 0 or EVS_ENOMEM. */
-int evs__ring_init(struct evs_ring *r, uint64_t size);
+/* size: a power of two >= 2; sp: one producer at a time. Returns 0 or
+ * EVS_ENOMEM. */
+int evs__ring_init(struct evs_ring *r, uint64_t size, bool sp);
 /* Frees the slots (not the events in them: drain first). */
 void evs__ring_fini(struct evs_ring *r);
 
+/* Is there room for position c? Refreshes the cached head if needed. */
+static inline bool evs__ring_room(struct evs_ring *r, uint64_t c)
+{
+    if (evs_likely(c - evs_load(&r->head_cache) < r->size))
+        return true;
+    uint64_t h = evs_load_acquire(&r->head);
+    evs_store(&r->head_cache, h);
+    return c - h < r->size;
+}
+
 /*
  * Claim the next position. Returns 0 with *pos, EVS_EFULL when every
- * slot is in use, or EVS_ECLOSED. Threads: any, concurrently.
+ * slot is in use, or EVS_ECLOSED.
+ * Threads: any, concurrently; for an sp ring, one thread at a time.
+ * Barriers: on an MP ring the claim is a locked CAS (a full barrier); on
+ * an sp ring it is a plain store with no barrier at all.
  */
 static inline int evs__ring_claim(struct evs_ring *r, uint64_t *pos)
 {
     uint64_t c = evs_load(&r->claim);
+    if (r->sp) {
+        if (evs_unlikely(evs_load(&r->closed)))
+            return EVS_ECLOSED;
+        if (evs_unlikely(!evs__ring_room(r, c)))
+            return EVS_EFULL;
+        evs_store(&r->claim, c + 1);
+        *pos = c;
+        return 0;
+    }
     for (;;) {
         if (evs_unlikely(c & EVS_RING_CLOSED))
             return EVS_ECLOSED;
-        if (evs_unlikely(c - evs_load(&r->head_cache) >= r->size)) {
-            uint64_t h = evs_load_acquire(&r->head);
-            evs_store(&r->head_cache, h);
-            if (c - h >= r->size)
-                return EVS_EFULL;
-        }
+        if (evs_unlikely(!evs__ring_room(r, c)))
+            return EVS_EFULL;
         /* On failure c is reloaded with the current value. */
         if (ck_pr_cas_64_value(&r->claim, c, c + 1, &c))
             break;
@@ -156,10 +180,17 @@ static inline uint64_t evs__ring_claimed(struct evs_ring *r)
     return evs_load(&r->claim) & ~EVS_RING_CLOSED;
 }
 
-/* Close: no claim succeeds afterwards. Returns the positions handed out
- * before the close (every one of them will be published). */
+/* Close: no claim that starts afterwards succeeds. Returns the positions
+ * handed out before the close (every one of them will be published). On
+ * an sp ring a claim overlapping the close may still succeed after this
+ * read: it is published and delivered all the same. */
 static inline uint64_t evs__ring_close(struct evs_ring *r)
 {
+    if (r->sp) {
+        evs_store(&r->closed, 1);
+        ck_pr_fence_memory();
+        return evs_load(&r->claim);
+    }
     uint64_t c = evs_load(&r->claim);
     while (!(c & EVS_RING_CLOSED) &&
            !ck_pr_cas_64_value(&r->claim, c, c | EVS_RING_CLOSED, &c))
@@ -169,6 +200,8 @@ static inline uint64_t evs__ring_close(struct evs_ring *r)
 
 static inline bool evs__ring_closed(struct evs_ring *r)
 {
+    if (r->sp)
+        return evs_load(&r->closed) != 0;
     return (evs_load(&r->claim) & EVS_RING_CLOSED) != 0;
 }
 

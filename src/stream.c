@@ -76,6 +76,9 @@ struct evs_stream {
      * that changes shares their cache line. */
     evs_stream_opts opts EVS_ALIGNED;
     size_t hist_cap; /* 0: no history */
+    /* Single publisher and membarrier(2) available: the parking
+     * handshake uses an asymmetric fence (wait.h). */
+    bool heavy_fence;
 
     struct evs_ring ring; /* dispatcher mode only */
 
@@ -271,7 +274,10 @@ static void deliver(evs_stream *s, ck_epoch_record_t *rec,
 static void dispatcher_park(evs_stream *s)
 {
     evs_store(&s->parked, 1);
-    ck_pr_fence_memory();
+    if (s->heavy_fence)
+        evs__heavy_fence(); /* the publisher's side is a compiler barrier */
+    else
+        ck_pr_fence_memory();
     uint32_t seen = ck_ec32_value(&s->pub_ec);
     if (evs__ring_claimed(&s->ring) == evs_load(&s->ring.head) && !evs_load(&s->stop))
         evs__ec_wait(&s->pub_ec, seen, -1);
@@ -331,10 +337,19 @@ static void *dispatcher_main(void *arg)
 /* ------------------------------------------------------------------ */
 /* Publish                                                             */
 
-/* After publishing a slot: wake the dispatcher if it is parking. The
- * claim CAS before this was a full barrier (see dispatcher_park). */
+/* After publishing a slot: wake the dispatcher if it is parking. On an
+ * MP ring the claim CAS was a full barrier between our claim and this
+ * load (see dispatcher_park). A single-publisher claim is a plain store:
+ * the dispatcher's membarrier supplies the barrier for us, or, where the
+ * kernel lacks it, we issue a full fence here. */
 static void wake_dispatcher(evs_stream *s)
 {
+    if (s->ring.sp) {
+        if (s->heavy_fence)
+            ck_pr_barrier();
+        else
+            ck_pr_fence_memory();
+    }
     if (evs_unlikely(evs_load(&s->parked)))
         ck_ec32_inc(&s->pub_ec, &evs__ec_mp);
 }
@@ -353,9 +368,14 @@ static int claim(evs_stream *s, uint64_t *pos)
 {
     int64_t deadline = -1;
     for (;;) {
-        uint32_t seen = ck_ec32_value(&s->run_ec);
         int rc = evs__ring_claim(&s->ring, pos);
         if (evs_likely(rc != EVS_EFULL))
+            return rc;
+        /* Full. Only now look at run_ec (the dispatcher bumps it every
+         * run): snapshot it, then claim again, then wait on the snapshot,
+         * so a run that ends in between is never missed. */
+        uint32_t seen = ck_ec32_value(&s->run_ec);
+        if ((rc = evs__ring_claim(&s->ring, pos)) != EVS_EFULL)
             return rc;
         switch (s->opts.overflow) {
         case EVS_OVERFLOW_DROP_NEWEST:
@@ -390,24 +410,37 @@ static int claim(evs_stream *s, uint64_t *pos)
     }
 }
 
-static int publish_inline(evs_stream *s, const evs_event *ev, uint64_t *id)
+/*
+ * The reference the stream will keep for `ev`: `ev` itself when this
+ * publish is its first (with a reference added, or with the caller's
+ * when `*move`, which is then cleared: nothing is left to drop), or a
+ * new alias. NULL on allocation failure.
+ */
+static const evs_event *stream_ref(const evs_event *ev, bool *move)
+{
+    if (evs__event_claim(ev, !*move)) {
+        *move = false;
+        return ev;
+    }
+    return evs__event_alias(ev);
+}
+
+static int publish_inline(evs_stream *s, const evs_event *ev, uint64_t *id, bool move)
 {
     ck_epoch_record_t *rec = evs__epoch_record();
-    if (rec == NULL)
-        return EVS_ENOMEM;
-    const evs_event *mine = NULL;
-    if (!evs__event_claim(ev)) {
-        if ((mine = evs__event_alias(ev)) == NULL)
-            return EVS_ENOMEM;
-    } else {
-        mine = evs_event_ref(ev);
+    const evs_event *mine = rec != NULL ? stream_ref(ev, &move) : NULL;
+    int rc = 0;
+    if (mine == NULL) {
+        rc = EVS_ENOMEM;
+        goto out;
     }
 
     pthread_mutex_lock(&s->hist_lock);
     if (s->inline_closed) {
         pthread_mutex_unlock(&s->hist_lock);
         evs_event_unref(mine);
-        return EVS_ECLOSED;
+        rc = EVS_ECLOSED;
+        goto out;
     }
     uint64_t my_id = ++s->inline_seq;
     evs__event_set_id(mine, my_id);
@@ -425,56 +458,79 @@ static int publish_inline(evs_stream *s, const evs_event *ev, uint64_t *id)
         evs_event_unref(mine);
     ck_pr_dec_uint(&s->inline_active);
     *id = my_id;
-    return 0;
+out:
+    if (move)
+        evs_event_unref(ev);
+    return rc;
 }
 
-int evs_stream_publish_id(evs_stream *s, const evs_event *ev, uint64_t *id)
+/* Publish `ev`; with `move`, the caller's reference is consumed whatever
+ * the result. */
+static int publish(evs_stream *s, const evs_event *ev, uint64_t *id, bool move)
 {
-    uint64_t dummy;
-    if (id == NULL)
-        id = &dummy;
     *id = 0;
-    if (s == NULL || ev == NULL)
-        return EVS_EINVAL;
     if (is_inline(s))
-        return publish_inline(s, ev, id);
+        return publish_inline(s, ev, id, move);
 
     /* An event published before gets an alias; make it before claiming
      * so a claimed position is never left unfilled for lack of memory. */
-    const evs_event *alias = NULL;
-    if (evs_event_published(ev) && (alias = evs__event_alias(ev)) == NULL)
-        return EVS_ENOMEM;
-
-    uint64_t pos;
-    int rc = claim(s, &pos);
-    if (rc != 0) {
-        evs_event_unref(alias);
-        return rc > 0 ? 0 : rc;
+    const evs_event *item = NULL;
+    int rc = 0;
+    if (evs_event_published(ev) && (item = evs__event_alias(ev)) == NULL) {
+        rc = EVS_ENOMEM;
+        goto out;
     }
-
-    const evs_event *item = alias;
-    if (item == NULL) {
-        if (evs__event_claim(ev)) {
-            item = evs_event_ref(ev);
-        } else if ((item = evs__event_alias(ev)) == NULL) {
-            /* Lost a race to publish `ev` elsewhere and cannot alias it:
-             * fill the position with a hole so the ring stays whole. */
-            ck_pr_inc_64(&s->dropped_nomem);
-            evs__ring_publish(&s->ring, pos, NULL);
-            wake_dispatcher(s);
-            return EVS_ENOMEM;
-        }
+    uint64_t pos;
+    if ((rc = claim(s, &pos)) != 0) {
+        evs_event_unref(item);
+        rc = rc > 0 ? 0 : rc; /* dropped as newest: counted, not an error */
+        goto out;
+    }
+    if (item == NULL && (item = stream_ref(ev, &move)) == NULL) {
+        /* Lost a race to publish `ev` elsewhere and cannot alias it:
+         * fill the position with a hole so the ring stays whole. */
+        ck_pr_inc_64(&s->dropped_nomem);
+        evs__ring_publish(&s->ring, pos, NULL);
+        wake_dispatcher(s);
+        rc = EVS_ENOMEM;
+        goto out;
     }
     evs__event_set_id(item, pos + 1);
     evs__ring_publish(&s->ring, pos, item);
     wake_dispatcher(s);
     *id = pos + 1;
-    return 0;
+out:
+    if (move)
+        evs_event_unref(ev);
+    return rc;
+}
+
+int evs_stream_publish_id(evs_stream *s, const evs_event *ev, uint64_t *id)
+{
+    uint64_t dummy;
+    if (s == NULL || ev == NULL) {
+        if (id != NULL)
+            *id = 0;
+        return EVS_EINVAL;
+    }
+    return publish(s, ev, id != NULL ? id : &dummy, false);
 }
 
 int evs_stream_publish(evs_stream *s, const evs_event *ev)
 {
     return evs_stream_publish_id(s, ev, NULL);
+}
+
+int evs_stream_publish_move(evs_stream *s, evs_event *ev, uint64_t *id)
+{
+    uint64_t dummy;
+    if (s == NULL || ev == NULL) {
+        if (id != NULL)
+            *id = 0;
+        evs_event_unref(ev);
+        return EVS_EINVAL;
+    }
+    return publish(s, ev, id != NULL ? id : &dummy, true);
 }
 
 /* ------------------------------------------------------------------ */
@@ -688,8 +744,9 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
         goto fail_sub_lock;
     }
     if (!is_inline(s)) {
-        if ((rc = evs__ring_init(&s->ring, o.capacity)) != 0)
+        if ((rc = evs__ring_init(&s->ring, o.capacity, o.single_publisher)) != 0)
             goto fail_hist_lock;
+        s->heavy_fence = o.single_publisher && evs__heavy_fence_ready();
         /* The dispatcher's epoch record: taken here so that a failure
          * is reported by create, handed to the thread, and given back
          * to the epoch's pool when the stream is destroyed. */

@@ -11,6 +11,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/syscall.h>
@@ -107,4 +109,27 @@ void evs__backoff(unsigned round)
         struct timespec ts = {0, (long)us * 1000};
         nanosleep(&ts, NULL);
     }
+}
+
+static pthread_once_t membarrier_once = PTHREAD_ONCE_INIT;
+static bool membarrier_ok;
+
+static void membarrier_register(void)
+{
+    long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    membarrier_ok = cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+                    syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+bool evs__heavy_fence_ready(void)
+{
+    pthread_once(&membarrier_once, membarrier_register);
+    return membarrier_ok;
+}
+
+void evs__heavy_fence(void)
+{
+    /* Registered by evs__heavy_fence_ready before any stream relies on
+     * it; the command cannot fail after registration. */
+    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
 }

@@ -8,6 +8,7 @@
 #define EVS_WAIT_H
 
 #include <ck_ec.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Event-count modes: several threads may increment (publishers, close). */
@@ -26,5 +27,16 @@ int64_t evs__deadline_after_ms(int timeout_ms);
 /* Sleep a little, growing the pause with `round` (used only by rare
  * waits such as unsubscribe waiting for a running handler). */
 void evs__backoff(unsigned round);
+
+/*
+ * Asymmetric fences (membarrier(2)). A thread on a hot path orders a
+ * store before a later load with only a compiler barrier, and the thread
+ * on the rare path calls evs__heavy_fence, which makes every running
+ * thread of the process execute a full barrier. evs__heavy_fence_ready
+ * registers the process once and says whether the kernel offers it; if
+ * not, both sides must use full fences.
+ */
+bool evs__heavy_fence_ready(void);
+void evs__heavy_fence(void);
 
 #endif /* EVS_WAIT_H */

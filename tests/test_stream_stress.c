@@ -237,3 +237,28 @@ Test(stream_stress, drop_policies_account_for_every_event, .timeout = 600)
         cr_assert_eq(evs_stream_destroy(s), 0);
     }
 }
+
+/* One publisher on a single-publisher stream (no atomics on the publish
+ * path) with subscriptions churning. */
+Test(stream_stress, single_publisher_with_churn, .timeout = 600)
+{
+    ctx c = {.n = events_per_publisher()};
+    atomic_store(&c.publishers_left, 1);
+    evs_stream_opts o = {.capacity = 256, .single_publisher = true};
+    cr_assert_eq(evs_stream_create(&c.s, &o), 0);
+    full_sub f = {0};
+    evs_sub *s1;
+    cr_assert_eq(evs_subscribe(&s1, c.s, NULL, full_handler, NULL, &f, NULL), 0);
+    pthread_t pub, churn;
+    pub_arg a = {.c = &c, .index = 0};
+    pthread_create(&pub, NULL, publisher, &a);
+    pthread_create(&churn, NULL, churner, &c);
+    pthread_join(pub, NULL);
+    pthread_join(churn, NULL);
+    cr_assert_eq(a.rc, 0, "%s", evs_errname(a.rc));
+    cr_assert_eq(evs_stream_close(c.s, EVS_FOREVER, NULL), 0);
+    cr_assert(!f.broken);
+    cr_assert_eq(f.count, c.n);
+    cr_assert_eq(atomic_load(&c.churn_failures), 0);
+    cr_assert_eq(evs_stream_destroy(c.s), 0);
+}
