@@ -181,13 +181,17 @@ int evs_event_make(evs_event **out, const char *type_name, const char *topic,
                    const char *json, const char *const *meta);
 
 /*
- * Add a reference. Returns `ev`.
+ * Add a reference. Returns `ev`, except for an event stored in a
+ * stream's ring slot (evs_stream_claim), which is reused once delivered:
+ * then it returns a heap copy equal in every field, or NULL if that copy
+ * cannot be allocated. Either way, use the returned pointer and unref it.
  * Threads: any thread, concurrently with other ref/unref calls.
  */
 evs_event *evs_event_ref(const evs_event *ev);
 
 /*
- * Drop a reference; the last one frees the event. Accepts NULL.
+ * Drop a reference; the last one frees the event. Accepts NULL, and
+ * ignores events stored in ring slots (they are not refcounted).
  * Threads: any thread, concurrently with other ref/unref calls.
  */
 void evs_event_unref(const evs_event *ev);
@@ -379,7 +383,24 @@ typedef struct evs_stream_opts {
                                       overlap (one thread, or threads that
                                       hand over with a lock): publishing then
                                       uses no atomic instruction */
+    size_t       slot_bytes;       /* 0 = none; > 0: every ring slot stores an
+                                      event with room for this many bytes of
+                                      topic + NUL + data, for the zero-copy,
+                                      zero-allocation evs_stream_claim /
+                                      evs_stream_commit path. At most
+                                      EVS_MAX_SLOT_BYTES; needs dispatcher
+                                      delivery and an overflow policy other
+                                      than DROP_OLDEST (a slot being delivered
+                                      cannot be evicted) */
+    bool         coarse_timestamps;/* false = evs_stream_claim stamps events
+                                      with CLOCK_REALTIME (20-40 ns a read on
+                                      a VM); true = CLOCK_REALTIME_COARSE (a
+                                      few ns; resolution the kernel tick,
+                                      1-4 ms) */
 } evs_stream_opts;
+
+/* Largest opts.slot_bytes. */
+#define EVS_MAX_SLOT_BYTES ((size_t)1 << 20)
 
 /*
  * Create a stream and, for dispatcher delivery, start its dispatcher
@@ -428,6 +449,40 @@ int evs_stream_publish_id(evs_stream *s, const evs_event *ev, uint64_t *id);
  * Threads and blocking: as evs_stream_publish.
  */
 int evs_stream_publish_move(evs_stream *s, evs_event *ev, uint64_t *id);
+
+/*
+ * The zero-allocation path (a stream created with opts.slot_bytes): claim
+ * the next position and get the event stored in its ring slot, with an
+ * uninitialised data buffer of `len` bytes at *data to fill in place;
+ * set its content type, type name or metadata if you like; then
+ * evs_stream_commit it. No event is allocated, copied or refcounted.
+ *   evs_event *ev; void *buf;
+ *   if (evs_stream_claim(s, EVS_TYPE_MESSAGE, "ticks", 64, &ev, &buf) == 0) {
+ *       memcpy(buf, payload, 64);
+ *       evs_stream_commit(s, ev);
+ *   }
+ * The event has its id (evs_event_id) from the claim on. Every claim must
+ * be committed, promptly: the dispatcher delivers in id order, so it
+ * waits at an uncommitted position (and so do flush and close).
+ * Returns 0, EVS_EINVAL (no slot storage, NULL arguments, bad type),
+ * EVS_ETOOBIG (topic + 1 + len > slot_bytes, or topic over
+ * EVS_MAX_TOPIC), EVS_ECLOSED, EVS_EFULL (FAIL policy; under DROP_NEWEST
+ * too, where it is counted in dropped_newest), EVS_ETIMEDOUT,
+ * EVS_EDEADLK (as evs_stream_publish).
+ * Ownership: the event belongs to the stream; never unref it. Handlers
+ * borrow it as any other; evs_event_ref on it returns a heap copy.
+ * Threads and blocking: as evs_stream_publish.
+ */
+int evs_stream_claim(evs_stream *s, evs_type type, const char *topic, size_t len,
+                     evs_event **ev, void **data);
+
+/*
+ * Publish a claimed event. Returns 0, or EVS_EINVAL if `ev` is not an
+ * uncommitted event claimed from `s`. After it returns the event is
+ * immutable and no longer yours to touch.
+ * Threads: the thread that claimed it (or one it handed it to).
+ */
+int evs_stream_commit(evs_stream *s, evs_event *ev);
 
 /* A subscription's handler. Return 0, or a code counted as an error. */
 typedef int (*evs_handler_fn)(const evs_event *ev, void *user);

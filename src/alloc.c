@@ -80,3 +80,5 @@ static int64_t clock_ns(clockid_t id)
 
 int64_t evs__now_mono_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
 int64_t evs__now_real_ns(void) { return clock_ns(CLOCK_REALTIME); }
+
+int64_t evs__now_coarse_ns(void) { return clock_ns(CLOCK_REALTIME_COARSE); }

@@ -48,9 +48,15 @@ struct evs_event {
     const struct evs_body *body;
     /* Alias only: the event whose body we share; we hold a reference. */
     struct evs_event *origin;
+    /* EVENT_HEAP: pool-allocated and refcounted. EVENT_SLOT: lives in a
+     * stream's ring slot (evs_stream_claim); not refcounted: a reference
+     * to it is a heap copy, and dropping one is a no-op. */
+    unsigned kind;
     struct evs_body own;
     /* topic bytes, NUL, data bytes follow (own body only) */
 };
+
+enum { EVENT_HEAP = 0, EVENT_SLOT = 1 };
 
 static const uint8_t empty_map[1] = {0x80};
 
@@ -193,11 +199,36 @@ done:
     return rc;
 }
 
+/* A heap event equal in every field (the id included) to `ev`. */
+static evs_event *event_copy(const evs_event *ev)
+{
+    const struct evs_body *b = ev->body;
+    evs_event_parts p = {
+        .type = b->type,
+        .type_name = b->type_name,
+        .type_name_len = b->type_name ? strlen(b->type_name) : 0,
+        .topic = b->topic,
+        .topic_len = b->topic_len,
+        .content = b->content,
+        .data = b->data,
+        .len = b->len,
+        .meta = b->meta,
+        .meta_len = b->meta_len,
+        .timestamp = b->timestamp,
+        .id = evs_load(&((evs_event *)ev)->id),
+    };
+    evs_event *out;
+    return evs__event_new(&out, &p) == 0 ? out : NULL;
+}
+
 evs_event *evs_event_ref(const evs_event *cev)
 {
     evs_event *ev = (evs_event *)cev;
-    if (ev != NULL)
-        ck_pr_inc_uint(&ev->refs);
+    if (ev == NULL)
+        return NULL;
+    if (evs_unlikely(ev->kind == EVENT_SLOT))
+        return event_copy(ev); /* the slot is reused once delivered */
+    ck_pr_inc_uint(&ev->refs);
     return ev;
 }
 
@@ -209,7 +240,7 @@ void evs__event_ref_n(const evs_event *cev, unsigned n)
 void evs_event_unref(const evs_event *cev)
 {
     evs_event *ev = (evs_event *)cev;
-    if (ev == NULL)
+    if (ev == NULL || ev->kind == EVENT_SLOT)
         return;
     /* A count of one is ours alone: no other thread holds a reference
      * that could change it, so skip the locked instruction (the acquire
@@ -251,6 +282,8 @@ bool evs__event_claim(const evs_event *cev, bool add_ref)
 evs_event *evs__event_alias(const evs_event *cev)
 {
     evs_event *orig = (evs_event *)cev;
+    if (orig->kind == EVENT_SLOT)
+        return event_copy(orig); /* a slot cannot be shared past delivery */
     while (orig->origin != NULL)
         orig = orig->origin;
     evs_event *a = evs__pool_alloc(sizeof(*a));
@@ -262,6 +295,68 @@ evs_event *evs__event_alias(const evs_event *cev)
     a->origin = evs_event_ref(orig);
     a->body = &orig->own;
     return a;
+}
+
+size_t evs__event_slot_stride(size_t slot_bytes)
+{
+    size_t n = sizeof(evs_event) + slot_bytes;
+    return (n + EVS_CACHELINE - 1) / EVS_CACHELINE * EVS_CACHELINE;
+}
+
+evs_event *evs__event_slot_fill(void *mem, size_t slot_bytes, evs_type type,
+                                const char *topic, size_t tlen, size_t len,
+                                uint64_t id, int64_t timestamp, void **data)
+{
+    evs_event *ev = mem;
+    struct evs_body *b = &ev->own;
+    /* What the last lap's publisher added. */
+    if (evs_unlikely(b->type_name != NULL || b->meta != NULL)) {
+        evs__free(b->type_name);
+        evs__free(b->meta);
+    }
+    (void)slot_bytes;
+    ev->refs = 1;
+    evs_store(&ev->published, 0);
+    evs_store(&ev->id, id);
+    ev->body = b;
+    ev->origin = NULL;
+    ev->kind = EVENT_SLOT;
+    b->type = type;
+    b->content = EVS_CONTENT_BINARY;
+    b->timestamp = timestamp;
+    b->type_name = NULL;
+    b->meta = NULL;
+    b->meta_len = 0;
+    b->topic = (char *)(ev + 1);
+    if (tlen > 0)
+        memcpy(b->topic, topic, tlen);
+    b->topic[tlen] = '\0';
+    b->topic_len = tlen;
+    b->data = (uint8_t *)b->topic + tlen + 1;
+    b->len = len;
+    *data = b->data;
+    return ev;
+}
+
+void evs__event_slot_fini(void *mem)
+{
+    evs_event *ev = mem;
+    if (ev->kind != EVENT_SLOT)
+        return;
+    evs__free(ev->own.type_name);
+    evs__free(ev->own.meta);
+    ev->own.type_name = NULL;
+    ev->own.meta = NULL;
+}
+
+bool evs__event_is_slot(const evs_event *ev) { return ev->kind == EVENT_SLOT; }
+
+bool evs__event_slot_commit(evs_event *ev)
+{
+    if (ev->kind != EVENT_SLOT || evs_load(&ev->published) != 0)
+        return false;
+    evs_store(&ev->published, 1);
+    return true;
 }
 
 void evs__event_set_id(const evs_event *ev, uint64_t id)

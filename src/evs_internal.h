@@ -57,6 +57,8 @@ bool evs__alloc_should_fail(void);
 /* Nanoseconds on CLOCK_MONOTONIC and CLOCK_REALTIME. */
 int64_t evs__now_mono_ns(void);
 int64_t evs__now_real_ns(void);
+/* CLOCK_REALTIME_COARSE: a few ns to read, resolution of the kernel tick. */
+int64_t evs__now_coarse_ns(void);
 
 /*
  * Loads and stores of fields shared between threads without a lock.

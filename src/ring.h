@@ -43,7 +43,7 @@ struct evs_ring {
      * bit; changed only by CAS (publishers) and OR (close). */
     uint64_t claim EVS_ALIGNED;
     /* Producers' cached copy of head; may lag (that only makes the ring
-     * look fuller, never emptier). Relaxed atomic loads and stores. */
+     * look fuller, never emptier). Acquire loads, release stores. */
     uint64_t head_cache;
     /* Single-producer rings (sp): claim is written with plain stores by
      * the one producer, so close cannot set a bit in it; it sets this
@@ -70,10 +70,13 @@ void evs__ring_fini(struct evs_ring *r);
 /* Is there room for position c? Refreshes the cached head if needed. */
 static inline bool evs__ring_room(struct evs_ring *r, uint64_t c)
 {
-    if (evs_likely(c - evs_load(&r->head_cache) < r->size))
+    /* Acquire/release on the cache too: a producer that trusts a value
+     * another producer cached must also see the consumer's release of
+     * those slots (their readers are done before we overwrite them). */
+    if (evs_likely(c - evs_load_acquire(&r->head_cache) < r->size))
         return true;
     uint64_t h = evs_load_acquire(&r->head);
-    evs_store(&r->head_cache, h);
+    evs_store_release(&r->head_cache, h);
     return c - h < r->size;
 }
 
@@ -119,9 +122,26 @@ static inline void evs__ring_publish(struct evs_ring *r, uint64_t pos, const evs
     evs_store_release(&s->seq, pos + 1);
 }
 
+/* Read the run of published slots at h, up to max, into out[]. */
+static inline size_t evs__ring_peek(struct evs_ring *r, uint64_t h, const evs_event **out,
+                                    size_t max)
+{
+    size_t n = 0;
+    while (n < max) {
+        struct evs_ring_slot *s = &r->slots[(h + n) & r->mask];
+        /* Acquire: the slot's event is read after its seq. */
+        if (evs_load_acquire(&s->seq) != h + n + 1)
+            break;
+        out[n++] = evs_load(&s->ev);
+    }
+    return n;
+}
+
 /*
  * Consumer: take up to `max` published events starting at head, in
- * order, into out[]. Returns how many; *first is the position of out[0].
+ * order, into out[], and advance head past them at once (their slots can
+ * be reused right away: the caller owns the references now). Returns how
+ * many; *first is the position of out[0].
  * Threads: the single consumer, concurrently with producers.
  */
 static inline size_t evs__ring_take(struct evs_ring *r, const evs_event **out,
@@ -129,14 +149,7 @@ static inline size_t evs__ring_take(struct evs_ring *r, const evs_event **out,
 {
     for (;;) {
         uint64_t h = evs_load_acquire(&r->head);
-        size_t n = 0;
-        while (n < max) {
-            struct evs_ring_slot *s = &r->slots[(h + n) & r->mask];
-            /* Acquire: the slot's event is read after its seq. */
-            if (evs_load_acquire(&s->seq) != h + n + 1)
-                break;
-            out[n++] = evs_load(&s->ev);
-        }
+        size_t n = evs__ring_peek(r, h, out, max);
         if (n == 0)
             return 0;
         if (ck_pr_cas_64(&r->head, h, h + n)) {
@@ -145,6 +158,27 @@ static inline size_t evs__ring_take(struct evs_ring *r, const evs_event **out,
         }
         /* A DROP_OLDEST producer evicted the oldest; read again. */
     }
+}
+
+/*
+ * Consumer, for rings whose slots hold the events themselves (slot
+ * storage): read the run at head without advancing it, so producers
+ * cannot reuse those slots while the run is delivered; then
+ * evs__ring_release. No producer ever moves head on such a ring (they
+ * do not evict), so the consumer is the only writer.
+ */
+static inline size_t evs__ring_take_deferred(struct evs_ring *r, const evs_event **out,
+                                             size_t max, uint64_t *first)
+{
+    uint64_t h = evs_load(&r->head);
+    *first = h;
+    return evs__ring_peek(r, h, out, max);
+}
+
+/* Let producers reuse every slot before position `upto`. */
+static inline void evs__ring_release(struct evs_ring *r, uint64_t upto)
+{
+    evs_store_release(&r->head, upto);
 }
 
 /*

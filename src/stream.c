@@ -37,9 +37,13 @@
 /* Most events the dispatcher takes per run: bounds its stack buffer and
  * how long a just-ended subscription may wait for the run to finish. */
 #define RUN_MAX 256
-/* Spins before an idle dispatcher yields or parks. At ~10 ns a spin this
- * is ~20 us: longer than a typical burst gap, far shorter than a tick. */
-#define IDLE_SPINS 2048
+/* How long an idle dispatcher spins before it yields or parks: a few
+ * times what waking a parked thread costs (~30 us on a busy VM), so a
+ * stream with events arriving faster than that never pays for a wake-up,
+ * and an idle one parks within a fraction of a millisecond. */
+#define IDLE_SPIN_NS 200000
+/* Spins between looks at the clock and the stop flag. */
+#define SPIN_CHECK 256
 
 #define DEFAULT_CAPACITY 4096
 #define DEFAULT_HISTORY 1000
@@ -79,6 +83,12 @@ struct evs_stream {
     /* Single publisher and membarrier(2) available: the parking
      * handshake uses an asymmetric fence (wait.h). */
     bool heavy_fence;
+    /* Slot storage (opts.slot_bytes > 0): slot_mem holds `capacity`
+     * events of slot_stride bytes, slot i for positions = i (mod
+     * capacity); the dispatcher releases a run's slots only after it has
+     * been delivered (ring.h, evs__ring_take_deferred). */
+    unsigned char *slot_mem;
+    size_t slot_stride;
 
     struct evs_ring ring; /* dispatcher mode only */
 
@@ -264,6 +274,23 @@ static void deliver(evs_stream *s, ck_epoch_record_t *rec,
     evs__epoch_end(rec, &section);
 }
 
+/* After delivery: the ring's references go to the history, or are
+ * dropped. Slot events stay in their slots, so the history gets copies
+ * (NULL, skipped, if one cannot be allocated: history is best effort). */
+static void settle_run(evs_stream *s, const evs_event **run, size_t n)
+{
+    if (s->hist_cap == 0) {
+        for (size_t i = 0; i < n; i++)
+            evs_event_unref(run[i]); /* a no-op for slot events */
+        return;
+    }
+    if (s->slot_mem != NULL)
+        for (size_t i = 0; i < n; i++)
+            if (run[i] != NULL && evs__event_is_slot(run[i]))
+                run[i] = evs_event_ref(run[i]);
+    history_push(s, run, n);
+}
+
 /*
  * Sleep until a publisher signals, unless something was claimed since we
  * last looked. The fence orders our store of `parked` before our load of
@@ -289,42 +316,52 @@ static void *dispatcher_main(void *arg)
     evs_stream *s = arg;
     ck_epoch_record_t *rec = s->dispatcher_record;
     const evs_event *run[RUN_MAX];
-    unsigned idle = 0;
+    unsigned spins = 0;
+    int64_t idle_since = 0;
 
     tl_stream = s;
     for (;;) {
         uint64_t first;
-        size_t n = evs__ring_take(&s->ring, run, RUN_MAX, &first);
+        size_t n = s->slot_mem != NULL
+                       ? evs__ring_take_deferred(&s->ring, run, RUN_MAX, &first)
+                       : evs__ring_take(&s->ring, run, RUN_MAX, &first);
         if (n == 0) {
-            /* Idle: spin on our own cache lines first; look at the
-             * publishers' lines only when about to sleep or stop. */
-            if (++idle < IDLE_SPINS || s->opts.wait == EVS_WAIT_SPIN) {
+            /* Idle: spin on our own cache lines; every SPIN_CHECK spins
+             * look at the clock, the stop flag, and whether it is time
+             * to yield or park. */
+            if (++spins < SPIN_CHECK) {
                 evs__cpu_relax();
-                if ((idle & 1023) != 0)
-                    continue;
-            } else if (s->opts.wait == EVS_WAIT_YIELD) {
+                continue;
+            }
+            spins = 0;
+            if (evs_load(&s->stop) && evs__ring_claimed(&s->ring) == evs_load(&s->done))
+                break;
+            if (s->opts.wait == EVS_WAIT_SPIN)
+                continue;
+            int64_t now = evs__now_mono_ns();
+            if (idle_since == 0)
+                idle_since = now;
+            if (now - idle_since < IDLE_SPIN_NS)
+                continue;
+            if (s->opts.wait == EVS_WAIT_YIELD) {
                 sched_yield();
             } else {
                 dispatcher_park(s);
-                idle = 0;
+                idle_since = 0;
             }
-            if (evs_load(&s->stop) && evs__ring_claimed(&s->ring) == evs_load(&s->done))
-                break;
             continue;
         }
-        idle = 0;
+        spins = 0;
+        idle_since = 0;
         /* A short run means the queue held just these (reading `claim`
          * would take the publishers' line); a full one may have more. */
         uint64_t depth = n < RUN_MAX ? n : evs__ring_claimed(&s->ring) - first;
         if (depth > evs_load(&s->queue_hwm))
             evs_store(&s->queue_hwm, depth);
         deliver(s, rec, run, n, depth);
-        /* The ring's references go to the history, or are dropped. */
-        if (s->hist_cap > 0)
-            history_push(s, run, n);
-        else
-            for (size_t i = 0; i < n; i++)
-                evs_event_unref(run[i]);
+        settle_run(s, run, n);
+        if (s->slot_mem != NULL)
+            evs__ring_release(&s->ring, first + n);
         /* Positions up to first + n are settled; evicted positions
          * before `first` were settled by their evictors. */
         evs_store_release(&s->done, first + n);
@@ -533,6 +570,44 @@ int evs_stream_publish_move(evs_stream *s, evs_event *ev, uint64_t *id)
     return publish(s, ev, id != NULL ? id : &dummy, true);
 }
 
+int evs_stream_claim(evs_stream *s, evs_type type, const char *topic, size_t len,
+                     evs_event **out, void **data)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (data != NULL)
+        *data = NULL;
+    if (s == NULL || out == NULL || data == NULL || (unsigned)type >= EVS_TYPE_CUSTOM ||
+        s->slot_mem == NULL)
+        return EVS_EINVAL;
+    size_t tlen = topic != NULL ? strnlen(topic, EVS_MAX_TOPIC + 1) : 0;
+    if (tlen > EVS_MAX_TOPIC || len >= s->opts.slot_bytes || tlen + 1 > s->opts.slot_bytes - len)
+        return EVS_ETOOBIG;
+    uint64_t pos;
+    int rc = claim(s, &pos);
+    if (rc != 0)
+        return rc > 0 ? EVS_EFULL : rc; /* DROP_NEWEST: counted, no slot */
+    int64_t ts = s->opts.coarse_timestamps ? evs__now_coarse_ns() : evs__now_real_ns();
+    *out = evs__event_slot_fill(s->slot_mem + (pos & s->ring.mask) * s->slot_stride,
+                                s->opts.slot_bytes, type, topic, tlen, len, pos + 1, ts, data);
+    return 0;
+}
+
+int evs_stream_commit(evs_stream *s, evs_event *ev)
+{
+    if (s == NULL || ev == NULL || s->slot_mem == NULL)
+        return EVS_EINVAL;
+    unsigned char *p = (unsigned char *)ev;
+    size_t off = (size_t)(p - s->slot_mem);
+    if (p < s->slot_mem || off >= s->ring.size * s->slot_stride || off % s->slot_stride != 0 ||
+        !evs__event_slot_commit(ev))
+        return EVS_EINVAL;
+    uint64_t pos = evs_event_id(ev) - 1;
+    evs__ring_publish(&s->ring, pos, ev);
+    wake_dispatcher(s);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Subscriptions                                                       */
 
@@ -723,6 +798,10 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
         (unsigned)o.delivery > EVS_DELIVERY_INLINE || (unsigned)o.wait > EVS_WAIT_SPIN ||
         (o.history != EVS_HISTORY_NONE && o.history > EVS_MAX_CAPACITY))
         return EVS_EINVAL;
+    if (o.slot_bytes > 0 &&
+        (o.slot_bytes > EVS_MAX_SLOT_BYTES || o.delivery != EVS_DELIVERY_DISPATCHER ||
+         o.overflow == EVS_OVERFLOW_DROP_OLDEST))
+        return EVS_EINVAL;
 
     evs_stream *s = evs__aligned_alloc(sizeof(*s));
     if (s == NULL)
@@ -747,6 +826,15 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
         if ((rc = evs__ring_init(&s->ring, o.capacity, o.single_publisher)) != 0)
             goto fail_hist_lock;
         s->heavy_fence = o.single_publisher && evs__heavy_fence_ready();
+        if (o.slot_bytes > 0) {
+            s->slot_stride = evs__event_slot_stride(o.slot_bytes);
+            size_t bytes = o.capacity * s->slot_stride;
+            if ((s->slot_mem = evs__aligned_alloc(bytes)) == NULL) {
+                rc = EVS_ENOMEM;
+                goto fail_ring;
+            }
+            memset(s->slot_mem, 0, bytes);
+        }
         /* The dispatcher's epoch record: taken here so that a failure
          * is reported by create, handed to the thread, and given back
          * to the epoch's pool when the stream is destroyed. */
@@ -766,6 +854,7 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
 fail_record:
     evs__epoch_record_release(s->dispatcher_record);
 fail_ring:
+    evs__free(s->slot_mem);
     evs__ring_fini(&s->ring);
 fail_hist_lock:
     pthread_mutex_destroy(&s->hist_lock);
@@ -861,6 +950,11 @@ int evs_stream_destroy(evs_stream *s)
         pthread_join(s->thread, NULL);
         evs__epoch_record_release(s->dispatcher_record);
         evs__ring_fini(&s->ring);
+    }
+    if (s->slot_mem != NULL) {
+        for (size_t i = 0; i < s->opts.capacity; i++)
+            evs__event_slot_fini(s->slot_mem + i * s->slot_stride);
+        evs__free(s->slot_mem);
     }
     /* No reader is left: the dispatcher has exited and the caller
      * promises no concurrent publishers. Free the current set and every

@@ -866,3 +866,198 @@ Test(stream, parked_dispatcher_wakes_for_each_event, .timeout = 60)
         ASSERT_RC(evs_stream_destroy(s), 0);
     }
 }
+
+/* ------------------------------------------------------------------ */
+/* Slot storage: evs_stream_claim / evs_stream_commit                  */
+
+static evs_stream *slot_stream(size_t slot_bytes, size_t cap, evs_overflow pol)
+{
+    evs_stream_opts o = {.slot_bytes = slot_bytes, .capacity = cap, .overflow = pol,
+                         .block_timeout_ms = 20};
+    return mk_stream(&o);
+}
+
+static int claim_text(evs_stream *s, const char *topic, const char *text)
+{
+    evs_event *ev;
+    void *data;
+    int rc = evs_stream_claim(s, EVS_TYPE_MESSAGE, topic, strlen(text), &ev, &data);
+    if (rc != 0)
+        return rc;
+    memcpy(data, text, strlen(text));
+    return evs_stream_commit(s, ev);
+}
+
+Test(stream, slot_options_are_validated)
+{
+    evs_stream *s;
+    evs_stream_opts bad[] = {
+        {.slot_bytes = EVS_MAX_SLOT_BYTES + 1},
+        {.slot_bytes = 64, .overflow = EVS_OVERFLOW_DROP_OLDEST},
+        {.slot_bytes = 64, .delivery = EVS_DELIVERY_INLINE},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ASSERT_RC(evs_stream_create(&s, &bad[i]), EVS_EINVAL);
+}
+
+Test(stream, claim_needs_slot_storage_and_room)
+{
+    evs_stream *plain = mk_stream(NULL);
+    evs_event *ev = (evs_event *)1;
+    void *data = (void *)1;
+    ASSERT_RC(evs_stream_claim(plain, EVS_TYPE_MESSAGE, "t", 1, &ev, &data), EVS_EINVAL);
+    cr_assert_null(ev);
+    cr_assert_null(data);
+    ASSERT_RC(evs_stream_destroy(plain), 0);
+
+    evs_stream *s = slot_stream(16, 0, EVS_OVERFLOW_BLOCK);
+    ASSERT_RC(evs_stream_claim(s, EVS_TYPE_CUSTOM, "t", 1, &ev, &data), EVS_EINVAL);
+    ASSERT_RC(evs_stream_claim(s, EVS_TYPE_MESSAGE, "t", 1, NULL, &data), EVS_EINVAL);
+    ASSERT_RC(evs_stream_claim(s, EVS_TYPE_MESSAGE, "t", 15, &ev, &data), EVS_ETOOBIG);
+    ASSERT_RC(evs_stream_claim(s, EVS_TYPE_MESSAGE, NULL, 16, &ev, &data), EVS_ETOOBIG);
+    ASSERT_RC(evs_stream_claim(s, EVS_TYPE_MESSAGE, "t", 14, &ev, &data), 0); /* 1+1+14 */
+    ASSERT_RC(evs_stream_commit(s, ev), 0);
+    ASSERT_RC(evs_stream_commit(s, ev), EVS_EINVAL); /* twice */
+    evs_event *heap = mk("t", "x");
+    ASSERT_RC(evs_stream_commit(s, heap), EVS_EINVAL);
+    evs_event_unref(heap);
+    ASSERT_RC(evs_stream_commit(NULL, ev), EVS_EINVAL);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+}
+
+typedef struct slot_seen {
+    atomic_ulong count;
+    const evs_event *kept[4]; /* references taken in the handler */
+    char meta_seen[16];
+} slot_seen;
+
+static int keep_first(const evs_event *ev, void *user)
+{
+    slot_seen *ss = user;
+    unsigned long n = atomic_load(&ss->count);
+    if (n < 4)
+        ss->kept[n] = evs_event_ref(ev);
+    const char *v;
+    size_t len;
+    if (n == 0 && evs_event_meta_get_str(ev, "k", &v, &len) == 0 && len < sizeof(ss->meta_seen))
+        memcpy(ss->meta_seen, v, len);
+    atomic_store(&ss->count, n + 1);
+    return 0;
+}
+
+Test(stream, claimed_events_are_delivered_and_refs_are_copies, .timeout = 30)
+{
+    evs_stream *s = slot_stream(64, 4, EVS_OVERFLOW_BLOCK);
+    slot_seen ss = {0};
+    evs_sub *sub;
+    ASSERT_RC(evs_subscribe(&sub, s, NULL, keep_first, NULL, &ss, NULL), 0);
+
+    evs_event *ev;
+    void *data;
+    ASSERT_RC(evs_stream_claim(s, EVS_TYPE_MESSAGE, "a.b", 5, &ev, &data), 0);
+    cr_assert_eq(evs_event_id(ev), 1, "the id is known at claim time");
+    memcpy(data, "hello", 5);
+    ASSERT_RC(evs_event_set_content(ev, EVS_CONTENT_TEXT), 0);
+    ASSERT_RC(evs_event_meta_set_str(ev, "k", "v1"), 0);
+    ASSERT_RC(evs_stream_commit(s, ev), 0);
+    /* Wrap the 4-slot ring several times; each lap reuses the slots. */
+    for (int i = 0; i < 20; i++)
+        ASSERT_RC(claim_text(s, "a.b", "again"), 0);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    cr_assert_eq(atomic_load(&ss.count), 21);
+    cr_assert_str_eq(ss.meta_seen, "v1");
+
+    /* The kept references are copies that survived the slot reuse. */
+    const evs_event *k = ss.kept[0];
+    cr_assert_not_null(k);
+    cr_assert_eq(evs_event_id(k), 1);
+    size_t len;
+    const char *d = evs_event_data(k, &len);
+    cr_assert_eq(len, 5);
+    cr_assert_eq(memcmp(d, "hello", 5), 0);
+    cr_assert_str_eq(evs_event_topic(k), "a.b");
+    cr_assert_eq(evs_event_content(k), EVS_CONTENT_TEXT);
+    cr_assert(evs_event_published(k));
+    for (int i = 0; i < 4; i++)
+        evs_event_unref(ss.kept[i]);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+}
+
+Test(stream, slot_stream_history_holds_copies, .timeout = 30)
+{
+    evs_stream_opts o = {.slot_bytes = 32, .capacity = 2, .history = 3};
+    evs_stream *s = mk_stream(&o);
+    for (int i = 0; i < 6; i++)
+        ASSERT_RC(claim_text(s, "h", "x"), 0);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    const evs_event *out[3];
+    cr_assert_eq(evs_stream_recent(s, out, 3), 3);
+    cr_assert_eq(evs_event_id(out[0]), 4);
+    cr_assert_eq(evs_event_id(out[2]), 6);
+    for (int i = 0; i < 3; i++)
+        evs_event_unref(out[i]);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+}
+
+typedef struct forwarder {
+    evs_stream *to;
+    atomic_int  rc;
+} forwarder;
+
+static int forward(const evs_event *ev, void *user)
+{
+    forwarder *f = user;
+    atomic_store(&f->rc, evs_stream_publish(f->to, ev));
+    return 0;
+}
+
+Test(stream, a_slot_event_forwarded_from_a_handler_is_copied, .timeout = 30)
+{
+    evs_stream *src = slot_stream(32, 2, EVS_OVERFLOW_BLOCK);
+    evs_stream *dst = mk_stream(NULL);
+    forwarder f = {.to = dst};
+    evs_sub *sub;
+    ASSERT_RC(evs_subscribe(&sub, src, NULL, forward, NULL, &f, NULL), 0);
+    ASSERT_RC(claim_text(src, "fw", "payload"), 0);
+    for (int i = 0; i < 5; i++)
+        ASSERT_RC(claim_text(src, "fw", "other"), 0); /* reuse the slots */
+    ASSERT_RC(evs_stream_flush(src, EVS_FOREVER, NULL), 0);
+    ASSERT_RC(atomic_load(&f.rc), 0);
+    ASSERT_RC(evs_stream_flush(dst, EVS_FOREVER, NULL), 0);
+    const evs_event *got[6];
+    cr_assert_eq(evs_stream_recent(dst, got, 6), 6);
+    size_t len;
+    const char *d = evs_event_data(got[0], &len);
+    cr_assert_eq(len, 7);
+    cr_assert_eq(memcmp(d, "payload", 7), 0);
+    cr_assert_eq(evs_event_id(got[0]), 1, "dst numbers it");
+    for (int i = 0; i < 6; i++)
+        evs_event_unref(got[i]);
+    ASSERT_RC(evs_stream_destroy(src), 0);
+    ASSERT_RC(evs_stream_destroy(dst), 0);
+}
+
+Test(stream, claim_on_a_full_ring_follows_the_policy, .timeout = 30)
+{
+    evs_overflow pol[] = {EVS_OVERFLOW_FAIL, EVS_OVERFLOW_DROP_NEWEST, EVS_OVERFLOW_BLOCK};
+    int want[] = {EVS_EFULL, EVS_EFULL, EVS_ETIMEDOUT};
+    for (int k = 0; k < 3; k++) {
+        evs_stream *s = slot_stream(32, 2, pol[k]);
+        gate g;
+        gate_init(&g);
+        seen rec = {.gate = &g};
+        evs_sub *sub;
+        ASSERT_RC(evs_subscribe(&sub, s, NULL, record, NULL, &rec, NULL), 0);
+        ASSERT_RC(claim_text(s, "t", "first"), 0);
+        gate_wait_blocked(&g);
+        /* The first is being delivered and still holds its slot. */
+        ASSERT_RC(claim_text(s, "t", "second"), 0);
+        ASSERT_RC(claim_text(s, "t", "third"), want[k]);
+        evs_stream_stats st;
+        ASSERT_RC(evs_stream_stats_get(s, &st), 0);
+        cr_assert_eq(st.rejected_full + st.dropped_newest + st.timed_out, 1, "policy %d", k);
+        gate_open(&g);
+        ASSERT_RC(evs_stream_destroy(s), 0);
+        cr_assert_eq(atomic_load(&rec.count), 2);
+    }
+}

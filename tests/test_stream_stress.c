@@ -262,3 +262,51 @@ Test(stream_stress, single_publisher_with_churn, .timeout = 600)
     cr_assert_eq(atomic_load(&c.churn_failures), 0);
     cr_assert_eq(evs_stream_destroy(c.s), 0);
 }
+
+/* Claim/commit from four publishers onto a small slot ring, with churn:
+ * every slot is reused thousands of times while being delivered. */
+static void *slot_publisher(void *arg)
+{
+    pub_arg *a = arg;
+    for (uint32_t i = 1; i <= a->c->n; i++) {
+        evs_event *ev;
+        void *data;
+        if ((a->rc = evs_stream_claim(a->c->s, EVS_TYPE_MESSAGE, "stress", sizeof(payload),
+                                      &ev, &data)) != 0)
+            break;
+        payload p = {a->index, i};
+        memcpy(data, &p, sizeof(p));
+        if ((a->rc = evs_stream_commit(a->c->s, ev)) != 0)
+            break;
+    }
+    atomic_fetch_sub(&a->c->publishers_left, 1);
+    return NULL;
+}
+
+Test(stream_stress, slot_claims_from_four_publishers_with_churn, .timeout = 600)
+{
+    ctx c = {.n = events_per_publisher() / 2};
+    atomic_store(&c.publishers_left, PUBLISHERS);
+    evs_stream_opts o = {.capacity = 64, .slot_bytes = 64, .history = 16};
+    cr_assert_eq(evs_stream_create(&c.s, &o), 0);
+    full_sub f = {0};
+    evs_sub *s1;
+    cr_assert_eq(evs_subscribe(&s1, c.s, NULL, full_handler, NULL, &f, NULL), 0);
+    pthread_t pubs[PUBLISHERS], churn;
+    pub_arg args[PUBLISHERS];
+    for (uint32_t i = 0; i < PUBLISHERS; i++) {
+        args[i] = (pub_arg){.c = &c, .index = i};
+        pthread_create(&pubs[i], NULL, slot_publisher, &args[i]);
+    }
+    pthread_create(&churn, NULL, churner, &c);
+    for (int i = 0; i < PUBLISHERS; i++)
+        pthread_join(pubs[i], NULL);
+    pthread_join(churn, NULL);
+    for (int i = 0; i < PUBLISHERS; i++)
+        cr_assert_eq(args[i].rc, 0, "publisher %d: %s", i, evs_errname(args[i].rc));
+    cr_assert_eq(evs_stream_close(c.s, EVS_FOREVER, NULL), 0);
+    cr_assert(!f.broken);
+    cr_assert_eq(f.count, (uint64_t)PUBLISHERS * c.n);
+    cr_assert_eq(atomic_load(&c.churn_failures), 0);
+    cr_assert_eq(evs_stream_destroy(c.s), 0);
+}
