@@ -2,9 +2,11 @@
  * evs-bench: the measurement framework shared by every scenario file.
  *
  * A scenario is one row of the table in bench/scenarios.c: a name, the
- * parameters, the evstream side and up to BENCH_MAX_CMP comparisons.
- * main.c runs the sides interleaved (evstream, cmp1, cmp2, ... then the
- * reverse order, and again), so that a change in the hypervisor's
+ * parameters, up to BENCH_MAX_EVS evstream variants (ways of using the
+ * library: default options, the single-publisher move path, ...) and up
+ * to BENCH_MAX_CMP comparisons. main.c runs the sides interleaved
+ * (variants, then comparisons, then the reverse order, and again), so
+ * that a change in the hypervisor's
  * core-to-core cost hits every side alike, probes the core-to-core
  * latency before each round, and reports medians and per-round ratios.
  *
@@ -32,6 +34,7 @@
 #include <string.h>
 #include <time.h>
 
+#define BENCH_MAX_EVS  4  /* evstream variants per scenario */
 #define BENCH_MAX_CMP  6  /* comparisons per scenario */
 #define BENCH_MAX_PUBS 4  /* publishers per scenario */
 #define BENCH_MAX_SUBS 64 /* subscribers per scenario */
@@ -61,6 +64,7 @@ typedef struct bench_params {
     int64_t gap_ns;   /* latency: pause between samples (lets a parked
                          receiver fall asleep); 0 = none */
     double  seconds;  /* this repetition's duration (set by main.c) */
+    const void *arg;  /* the side's bench_side.arg (set by main.c) */
 } bench_params;
 
 /* One repetition's results. */
@@ -78,10 +82,17 @@ typedef struct bench_result {
 
 typedef int (*bench_fn)(const bench_params *p, bench_result *r);
 
-/* One side of a scenario: a label and the function that runs it. */
+/*
+ * One side of a scenario: a label, the function that runs it, an
+ * argument handed to it as bench_params.arg (the evstream variant), and
+ * a family name that goals can refer to ("zmq": the goal compares with
+ * the fastest comparison of that family in the same run).
+ */
 typedef struct bench_side {
     const char *name;
     bench_fn    run;
+    const void *arg;
+    const char *family;
 } bench_side;
 
 /* A goal from the issue, checked against the run's own figures. */
@@ -93,10 +104,17 @@ typedef enum bench_metric {
     GOAL_CPU_MAX_PCT   /* evstream idle CPU < value % */
 } bench_metric;
 
+/*
+ * Goals are checked for every evstream variant of the scenario. A ratio
+ * goal compares with `family`'s fastest comparison in the run (highest
+ * median; for a latency goal, lowest median p50) when `family` is set,
+ * else with cmp[cmp].
+ */
 typedef struct bench_goal {
     bench_metric metric;
-    int          cmp;   /* index into cmp[] for ratio goals */
+    int          cmp;    /* index into cmp[] for ratio goals (no family) */
     double       value;
+    const char  *family; /* ratio goals: against this family's fastest */
 } bench_goal;
 
 /* A row of the scenario table. */
@@ -109,7 +127,8 @@ typedef struct bench_scenario {
     double       time_scale;  /* repetition time = --seconds * this; 0 = 1 */
     double       fixed_seconds; /* when > 0: this long, once, unless
                                    --seconds is given (idle) */
-    bench_side   evs;
+    bench_side   evs[BENCH_MAX_EVS]; /* evstream variants; ends at the
+                                        first NULL name; at least one */
     bench_side   cmp[BENCH_MAX_CMP]; /* ends at the first NULL name */
     bench_goal   goals[BENCH_MAX_GOALS];
 } bench_scenario;
@@ -207,13 +226,19 @@ int bench_verify(bench_result *r, const char *who, const bench_tally *t,
 /* ---------------------------------------------------------------- */
 /* Sides                                                             */
 
-/* scn_stream.c: evstream */
+/* scn_stream.c: evstream. scn_stream_rate runs the variant that
+ * bench_params.arg points to (a struct scn_variant, scn_stream.h). */
 int scn_stream_rate(const bench_params *p, bench_result *r);
 int scn_stream_latency(const bench_params *p, bench_result *r);
 int scn_stream_idle(const bench_params *p, bench_result *r);
 
-/* cmp_zmq.c: ZeroMQ inproc XPUB/SUB, lossless (XPUB_NODROP) */
+/* cmp_zmq.c: ZeroMQ inproc XPUB/SUB, lossless (XPUB_NODROP, HWM 4096,
+ * one receiver thread) */
 int cmp_zmq_rate(const bench_params *p, bench_result *r);
+/* cmp_zmq.c: ZeroMQ inproc plain PUB/SUB, HWM 0 (unbounded queues),
+ * one receiver thread per SUB socket or one for all */
+int cmp_zmq_pub_rate(const bench_params *p, bench_result *r);
+int cmp_zmq_pub1_rate(const bench_params *p, bench_result *r);
 const char *cmp_zmq_version(void);
 
 /* cmp_nng.c: nng inproc pub0/sub0 (drops reported, not failed) */

@@ -4,12 +4,13 @@
  *
  * How a scenario runs. Each repetition ("round") first measures the
  * core-to-core latency (two threads pinned to two CPUs bounce one cache
- * line), then runs every side once: evstream, cmp1, cmp2, ... in even
- * rounds and the reverse in odd rounds, so each evstream run sits next
- * to each comparison's and a drift in the machine's inter-core cost hits
- * both. A side's figure is the median over rounds; a ratio is the median
- * of the per-round ratios (evstream / comparison: rates, or p50
- * latencies). Latency percentiles are over all samples of all rounds.
+ * line), then runs every side once: the evstream variants, then cmp1,
+ * cmp2, ... in even rounds and the reverse in odd rounds, so each
+ * evstream run sits next to each comparison's and a drift in the
+ * machine's inter-core cost hits both. A side's figure is the median
+ * over rounds; a ratio is the median of the per-round ratios (each
+ * evstream variant / comparison: rates, or p50 latencies). Latency
+ * percentiles are over all samples of all rounds.
  *
  * Every side verifies what its receivers got; a mismatch is printed at
  * once on stderr, shown as FAILED in the table, and makes the exit
@@ -291,8 +292,9 @@ struct side_run {
     char     note[200];
     int      n;                /* rounds completed */
     double   value[MAX_REPS];  /* rate, p50 ns or cpu % per round */
-    double   ratio[MAX_REPS];  /* comparisons: evstream / this, per round */
-    int      nratio;
+    /* Comparisons: evstream variant v / this, per round. */
+    double   ratio[BENCH_MAX_EVS][MAX_REPS];
+    int      nratio[BENCH_MAX_EVS];
     uint64_t drops, received;
     int64_t *pool;             /* latency: all samples */
     size_t   npool;
@@ -301,8 +303,9 @@ struct side_run {
 
 struct scn_run {
     const bench_scenario *sc;
-    int             nsides;   /* 1 + comparisons */
-    struct side_run side[1 + BENCH_MAX_CMP];
+    int             nevs;     /* evstream variants: side[0 .. nevs-1] */
+    int             nsides;   /* nevs + comparisons */
+    struct side_run side[BENCH_MAX_EVS + BENCH_MAX_CMP];
     double          c2c[MAX_REPS];
     int             rounds;
     double          seconds;  /* per repetition */
@@ -346,6 +349,7 @@ static void run_side(struct scn_run *run, int i, double seconds, bool record)
         return;
     memset(&r, 0, sizeof(r));
     p.seconds = seconds;
+    p.arg = sr->side->arg;
     if (sc->kind == BENCH_LATENCY) {
         r.cap = LAT_CAP;
         r.samples = malloc(sizeof(int64_t) * r.cap);
@@ -398,8 +402,9 @@ static void run_scenario(struct scn_run *run, const bench_scenario *sc)
     memset(run, 0, sizeof(*run));
     cpu_snap(&snap0);
     run->sc = sc;
-    run->side[0].side = &sc->evs;
-    run->nsides = 1;
+    for (int i = 0; i < BENCH_MAX_EVS && sc->evs[i].name != NULL; i++)
+        run->side[run->nevs++].side = &sc->evs[i];
+    run->nsides = run->nevs;
     for (int i = 0; i < BENCH_MAX_CMP && sc->cmp[i].name != NULL; i++)
         run->side[run->nsides++].side = &sc->cmp[i];
 
@@ -439,15 +444,17 @@ static void run_scenario(struct scn_run *run, const bench_scenario *sc)
         }
         run->rounds++;
         /* Per-round ratios, from rounds where both sides ran. */
-        struct side_run *e = &run->side[0];
-        for (int i = 1; i < run->nsides; i++) {
-            struct side_run *c = &run->side[i];
-            if (e->status != BENCH_OK || c->status != BENCH_OK || e->n != round + 1 ||
-                c->n != round + 1)
-                continue;
-            double ev = e->value[round], cv = c->value[round];
-            if (cv > 0 && ev > 0)
-                c->ratio[c->nratio++] = ev / cv;
+        for (int v = 0; v < run->nevs; v++) {
+            struct side_run *e = &run->side[v];
+            for (int i = run->nevs; i < run->nsides; i++) {
+                struct side_run *c = &run->side[i];
+                if (e->status != BENCH_OK || c->status != BENCH_OK || e->n != round + 1 ||
+                    c->n != round + 1)
+                    continue;
+                double ev = e->value[round], cv = c->value[round];
+                if (cv > 0 && ev > 0)
+                    c->ratio[v][c->nratio[v]++] = ev / cv;
+            }
         }
     }
     for (int i = 0; i < run->nsides; i++) {
@@ -479,70 +486,129 @@ struct goal_eval {
     char   text[160];
 };
 
-static void eval_goal(const struct scn_run *run, const bench_goal *g, struct goal_eval *out)
+/*
+ * The comparison a ratio goal is checked against: cmp[g->cmp], or with
+ * a family the family's fastest comparison that ran (highest median
+ * rate; lowest median p50 for latency). NULL when there is none.
+ */
+static const struct side_run *goal_cmp(const struct scn_run *run, const bench_goal *g)
 {
-    const struct side_run *e = &run->side[0];
-    const struct side_run *c = g->cmp + 1 < run->nsides ? &run->side[g->cmp + 1] : NULL;
+    const struct side_run *best = NULL;
+    if (g->family == NULL)
+        return run->nevs + g->cmp < run->nsides ? &run->side[run->nevs + g->cmp] : NULL;
+    for (int i = run->nevs; i < run->nsides; i++) {
+        const struct side_run *c = &run->side[i];
+        if (c->side->family == NULL || strcmp(c->side->family, g->family) != 0 ||
+            c->status != BENCH_OK || c->n == 0)
+            continue;
+        double m = median(c->value, c->n);
+        if (best == NULL || (run->sc->kind == BENCH_LATENCY ? m < median(best->value, best->n)
+                                                            : m > median(best->value, best->n)))
+            best = c;
+    }
+    return best;
+}
+
+/* The goal's title line: what it asks, and against which comparison. */
+static void goal_title(const struct scn_run *run, const bench_goal *g, char *buf, size_t n)
+{
+    const struct side_run *c = goal_cmp(run, g);
+    char fig[96] = "";
+    if (c != NULL && g->family != NULL && c->n > 0) {
+        if (run->sc->kind == BENCH_RATE)
+            snprintf(fig, sizeof(fig), "%.2f M/s", median(c->value, c->n) / 1e6);
+        else
+            snprintf(fig, sizeof(fig), "p50 %.2f us", median(c->value, c->n) / 1e3);
+    }
+    switch (g->metric) {
+    case GOAL_RATIO_MIN:
+        if (g->family != NULL)
+            snprintf(buf, n, "evstream >= %gx the fastest %s (%s, %s)", g->value, g->family,
+                     c ? c->side->name : "none ran", fig);
+        else
+            snprintf(buf, n, "evstream >= %gx %s", g->value, c ? c->side->name : "?");
+        break;
+    case GOAL_P50_RATIO_MAX:
+        if (g->family != NULL)
+            snprintf(buf, n, "p50 <= %gx the fastest %s (%s, %s)", g->value, g->family,
+                     c ? c->side->name : "none ran", fig);
+        else
+            snprintf(buf, n, "p50 <= %gx %s", g->value, c ? c->side->name : "?");
+        break;
+    case GOAL_P999_MAX_NS:
+        snprintf(buf, n, "p99.9 < %g us", g->value / 1000);
+        break;
+    case GOAL_CPU_MAX_PCT:
+        snprintf(buf, n, "idle CPU < %g%% of a core", g->value);
+        break;
+    case GOAL_NONE:
+        buf[0] = 0;
+        break;
+    }
+}
+
+/* Check goal `g` for evstream variant `v`. */
+static void eval_goal(const struct scn_run *run, const bench_goal *g, int v,
+                      struct goal_eval *out)
+{
+    const struct side_run *e = &run->side[v];
+    const struct side_run *c = goal_cmp(run, g);
     memset(out, 0, sizeof(*out));
+    goal_title(run, g, out->text, sizeof(out->text));
     switch (g->metric) {
     case GOAL_NONE:
         return;
     case GOAL_RATIO_MIN:
-        out->known = c != NULL && c->nratio > 0;
-        out->value = out->known ? median(c->ratio, c->nratio) : NAN;
+        out->known = c != NULL && c->nratio[v] > 0;
+        out->value = out->known ? median(c->ratio[v], c->nratio[v]) : NAN;
         out->met = out->known && out->value >= g->value;
-        snprintf(out->text, sizeof(out->text), "evstream >= %gx %s", g->value,
-                 c ? c->side->name : "?");
         break;
     case GOAL_P50_RATIO_MAX:
-        out->known = c != NULL && c->nratio > 0;
-        out->value = out->known ? median(c->ratio, c->nratio) : NAN;
+        out->known = c != NULL && c->nratio[v] > 0;
+        out->value = out->known ? median(c->ratio[v], c->nratio[v]) : NAN;
         out->met = out->known && out->value <= g->value;
-        snprintf(out->text, sizeof(out->text), "p50 <= %gx %s", g->value,
-                 c ? c->side->name : "?");
         break;
     case GOAL_P999_MAX_NS:
         out->known = e->status == BENCH_OK && e->npool > 0;
         out->value = e->p999;
         out->met = out->known && e->p999 < g->value;
-        snprintf(out->text, sizeof(out->text), "p99.9 < %g us", g->value / 1000);
         break;
     case GOAL_CPU_MAX_PCT:
         out->known = e->status == BENCH_OK && e->n > 0;
         out->value = median(e->value, e->n);
         out->met = out->known && out->value < g->value;
-        snprintf(out->text, sizeof(out->text), "idle CPU < %g%% of a core", g->value);
         break;
     }
 }
 
+/* "MET (2.10x)", "MISSED (1.68x; needs 5.9x more)", "not measured". */
 static void goal_verdict(const bench_goal *g, const struct goal_eval *ge, char *buf, size_t n)
 {
     if (!ge->known) {
-        snprintf(buf, n, "goal: %s: not measured", ge->text);
+        snprintf(buf, n, "not measured");
         return;
     }
     const char *v = ge->met ? "MET" : "MISSED";
     switch (g->metric) {
     case GOAL_RATIO_MIN:
         if (ge->met)
-            snprintf(buf, n, "goal: %s: %s (%.2fx)", ge->text, v, ge->value);
+            snprintf(buf, n, "%s (%.2fx)", v, ge->value);
         else
-            snprintf(buf, n, "goal: %s: %s (%.2fx; needs %.1fx more)", ge->text, v, ge->value,
+            snprintf(buf, n, "%s (%.2fx; needs %.1fx more)", v, ge->value,
                      g->value / ge->value);
         break;
     case GOAL_P50_RATIO_MAX:
         if (ge->met)
-            snprintf(buf, n, "goal: %s: %s (%.2fx)", ge->text, v, ge->value);
+            snprintf(buf, n, "%s (%.2fx)", v, ge->value);
         else
-            snprintf(buf, n, "goal: %s: %s (%.2fx; %.0f%% over)", ge->text, v, ge->value,
+            snprintf(buf, n, "%s (%.2fx; %.0f%% over)", v, ge->value,
                      100.0 * (ge->value / g->value - 1));
         break;
     case GOAL_P999_MAX_NS:
-        snprintf(buf, n, "goal: %s: %s (%.1f us)", ge->text, v, ge->value / 1000);
+        snprintf(buf, n, "%s (%.1f us)", v, ge->value / 1000);
         break;
     case GOAL_CPU_MAX_PCT:
-        snprintf(buf, n, "goal: %s: %s (%.3f%%)", ge->text, v, ge->value);
+        snprintf(buf, n, "%s (%.3f%%)", v, ge->value);
         break;
     case GOAL_NONE:
         buf[0] = 0;
@@ -617,50 +683,86 @@ static void fmt_c2c(const struct scn_run *run, char *buf, size_t n)
         snprintf(buf, n, "%.0f (%.0f-%.0f)", median(run->c2c, run->rounds), lo, hi);
 }
 
-#define ROW "%-14s %-19s %-36s %-19s %-8s %s\n"
+/*
+ * One line per side: the evstream variants first, numbered [1], [2], ...,
+ * then the comparisons with one ratio per variant (variant / comparison)
+ * at the end of the line, in variant order.
+ */
+/* One table line, without trailing blanks. */
+static void print_row(const char *scn, const char *side, const char *fig, const char *c2c,
+                      const char *ratios)
+{
+    char line[512];
+    int n = snprintf(line, sizeof(line), "%-14s %-44s %-19s %-14s %s", scn, side, fig, c2c,
+                     ratios);
+    if (n < 0)
+        return;
+    n = n < (int)sizeof(line) ? n : (int)sizeof(line) - 1;
+    while (n > 0 && line[n - 1] == ' ')
+        n--;
+    printf("%.*s\n", n, line);
+}
 
 static void print_table_head(void)
 {
-    printf(ROW, "scenario", "evstream", "comparison", "comparison fig.", "ratio", "c2c ns");
-    printf(ROW, "--------------", "-------------------", "------------------------------------",
-           "-------------------", "--------", "-------------");
+    print_row("scenario", "side", "figure", "c2c ns", "ratio [1] [2] ...");
+    print_row("--------------", "--------------------------------------------",
+              "-------------------", "--------------", "-----------------");
 }
 
 static void print_table_rows(const struct scn_run *run)
 {
     const bench_scenario *sc = run->sc;
-    char ev[96], cf[96], ratio[32], c2c[48], name[240], unit[32];
+    char fig[96], ratios[160], c2c[48], name[240], unit[32];
 
-    fmt_side(run, &run->side[0], ev, sizeof(ev));
     fmt_c2c(run, c2c, sizeof(c2c));
-    snprintf(unit, sizeof(unit), "  %s", sc->kind == BENCH_LATENCY ? "p50/p99/p99.9" : sc->unit);
-    if (run->nsides == 1) {
-        printf(ROW, sc->name, ev, "-", "-", "-", c2c);
-    }
-    for (int i = 1; i < run->nsides; i++) {
+    snprintf(unit, sizeof(unit), "  %s", sc->kind == BENCH_LATENCY ? "p50/99/99.9" : sc->unit);
+    for (int i = 0; i < run->nsides; i++) {
         const struct side_run *c = &run->side[i];
-        fmt_side(run, c, cf, sizeof(cf));
-        if (c->nratio > 0)
-            snprintf(ratio, sizeof(ratio), "%.2fx", median(c->ratio, c->nratio));
-        else
-            snprintf(ratio, sizeof(ratio), "-");
+        size_t k = 0;
+        fmt_side(run, c, fig, sizeof(fig));
+        ratios[0] = 0;
+        for (int v = 0; i >= run->nevs && v < run->nevs; v++) {
+            char one[32];
+            if (c->nratio[v] > 0)
+                snprintf(one, sizeof(one), "%.2fx", median(c->ratio[v], c->nratio[v]));
+            else
+                snprintf(one, sizeof(one), "-");
+            k += (size_t)snprintf(ratios + k, sizeof(ratios) - k, "%-8s", one);
+            if (k >= sizeof(ratios))
+                break;
+        }
+        const char *label = c->side->name;
+        char num[8] = "";
+        if (i < run->nevs)
+            snprintf(num, sizeof(num), "[%d] ", i + 1);
         if (c->status == BENCH_OK && c->note[0] != 0)
-            snprintf(name, sizeof(name), "%s (%s)", c->side->name, c->note);
+            snprintf(name, sizeof(name), "%s%s (%s)", num, label, c->note);
         else
-            snprintf(name, sizeof(name), "%s", c->side->name);
-        printf(ROW, i == 1 ? sc->name : (i == 2 ? unit : ""), i == 1 ? ev : "", name, cf, ratio,
-               i == 1 ? c2c : "");
+            snprintf(name, sizeof(name), "%s%s", num, label);
+        print_row(i == 0 ? sc->name : (i == 1 ? unit : ""), name, fig, i == 0 ? c2c : "",
+                  ratios);
     }
-    if (run->nsides <= 2)
-        printf(ROW, unit, "", "", "", "", "");
+    if (run->nsides == 1)
+        print_row(unit, "", "", "", "");
     for (int g = 0; g < BENCH_MAX_GOALS; g++) {
+        const bench_goal *goal = &sc->goals[g];
         struct goal_eval ge;
-        char line[240];
-        eval_goal(run, &sc->goals[g], &ge);
-        if (sc->goals[g].metric == GOAL_NONE)
+        char verdict[160];
+        if (goal->metric == GOAL_NONE)
             continue;
-        goal_verdict(&sc->goals[g], &ge, line, sizeof(line));
-        printf("%-14s %s\n", "", line);
+        eval_goal(run, goal, 0, &ge);
+        if (run->nevs == 1) {
+            goal_verdict(goal, &ge, verdict, sizeof(verdict));
+            printf("%-14s goal: %s: %s\n", "", ge.text, verdict);
+            continue;
+        }
+        printf("%-14s goal: %s:\n", "", ge.text);
+        for (int v = 0; v < run->nevs; v++) {
+            eval_goal(run, goal, v, &ge);
+            goal_verdict(goal, &ge, verdict, sizeof(verdict));
+            printf("%-14s   [%d] %s\n", "", v + 1, verdict);
+        }
     }
     for (int i = 0; i < run->nsides; i++)
         if (run->side[i].status == BENCH_FAIL)
@@ -726,14 +828,26 @@ static void json_side(const struct scn_run *run, const struct side_run *sr, bool
     if (run->sc->kind == BENCH_RATE)
         printf(",\"received\":%llu,\"drops\":%llu", (unsigned long long)sr->received,
                (unsigned long long)sr->drops);
+    if (sr->side->family != NULL) {
+        printf(",\"family\":");
+        json_str(sr->side->family);
+    }
     if (cmp) {
+        /* "ratio" and "ratios": against the first evstream variant;
+         * "ratio_by_variant": the median against each, in order. */
         printf(",\"ratio\":");
-        json_num(sr->nratio ? median(sr->ratio, sr->nratio) : NAN);
+        json_num(sr->nratio[0] ? median(sr->ratio[0], sr->nratio[0]) : NAN);
         printf(",\"ratios\":[");
-        for (int i = 0; i < sr->nratio; i++) {
+        for (int i = 0; i < sr->nratio[0]; i++) {
             if (i)
                 putchar(',');
-            json_num(sr->ratio[i]);
+            json_num(sr->ratio[0][i]);
+        }
+        printf("],\"ratio_by_variant\":[");
+        for (int v = 0; v < run->nevs; v++) {
+            if (v)
+                putchar(',');
+            json_num(sr->nratio[v] ? median(sr->ratio[v], sr->nratio[v]) : NAN);
         }
         printf("]");
     }
@@ -765,29 +879,41 @@ static void print_json(const struct scn_run *run)
     json_num(run->other_pct);
     printf(",\"steal_pct\":");
     json_num(run->steal_pct);
+    /* "evstream" is the first variant (the default-options path);
+     * "evstream_variants" lists them all. */
     printf(",\"evstream\":");
     json_side(run, &run->side[0], false);
-    printf(",\"comparisons\":[");
-    for (int i = 1; i < run->nsides; i++) {
-        if (i > 1)
+    printf(",\"evstream_variants\":[");
+    for (int v = 0; v < run->nevs; v++) {
+        if (v)
+            putchar(',');
+        json_side(run, &run->side[v], false);
+    }
+    printf("],\"comparisons\":[");
+    for (int i = run->nevs; i < run->nsides; i++) {
+        if (i > run->nevs)
             putchar(',');
         json_side(run, &run->side[i], true);
     }
     printf("],\"goals\":[");
     bool first = true;
     for (int g = 0; g < BENCH_MAX_GOALS; g++) {
-        struct goal_eval ge;
         if (sc->goals[g].metric == GOAL_NONE)
             continue;
-        eval_goal(run, &sc->goals[g], &ge);
-        printf("%s{\"goal\":", first ? "" : ",");
-        json_str(ge.text);
-        printf(",\"target\":");
-        json_num(sc->goals[g].value);
-        printf(",\"value\":");
-        json_num(ge.known ? ge.value : NAN);
-        printf(",\"met\":%s}", ge.known ? (ge.met ? "true" : "false") : "null");
-        first = false;
+        for (int v = 0; v < run->nevs; v++) {
+            struct goal_eval ge;
+            eval_goal(run, &sc->goals[g], v, &ge);
+            printf("%s{\"goal\":", first ? "" : ",");
+            json_str(ge.text);
+            printf(",\"variant\":");
+            json_str(run->side[v].side->name);
+            printf(",\"target\":");
+            json_num(sc->goals[g].value);
+            printf(",\"value\":");
+            json_num(ge.known ? ge.value : NAN);
+            printf(",\"met\":%s}", ge.known ? (ge.met ? "true" : "false") : "null");
+            first = false;
+        }
     }
     bool failed = false;
     for (int i = 0; i < run->nsides; i++)
@@ -892,9 +1018,10 @@ int main(int argc, char **argv)
                EVS_VERSION_STRING, sysconf(_SC_NPROCESSORS_ONLN),
                cpu_model(model, sizeof(model)), zv ? zv : "not built", nv ? nv : "not built");
         printf("%d repetitions x %.2f s per side, sides interleaved; figures are medians of the "
-               "repetitions;\nratio = median of per-repetition ratios evstream / comparison "
-               "(latency rows: p50 / p50, lower is better);\nc2c ns = one-way core-to-core "
-               "cache-line latency, median (min-max) of the probes before each repetition.\n\n",
+               "repetitions;\n[1], [2] ...: evstream variants; ratio = median of per-repetition "
+               "ratios variant / comparison,\none per variant in order (latency rows: p50 / p50, "
+               "lower is better);\nc2c ns = one-way core-to-core cache-line latency, median "
+               "(min-max) of the probes before each repetition.\n\n",
                cfg.reps, cfg.seconds);
     }
 

@@ -1,17 +1,20 @@
 /*
  * The evstream side of each scenario, through the public API only.
  *
- * Per event the publisher does what a user does: evs_event_create with
- * the payload (sequence number and stamp in it), evs_stream_publish,
- * evs_event_unref. Handlers run on the stream's dispatcher thread and
- * add the sequence number to their subscriber's tally. The stream uses
- * EVS_OVERFLOW_BLOCK (nothing may be dropped) and otherwise the default
- * options (capacity 4096, history 1000, the wait strategy named by the
- * scenario). A repetition is timed from the first publish to the return
- * of evs_stream_flush, which returns once every accepted event has been
- * delivered.
+ * Rate scenarios run one or more variants (scn_stream.h): per event the
+ * publisher calls the variant's publish function with the payload
+ * (sequence number and stamp in it), which does what a user does, e.g.
+ * evs_event_create, evs_stream_publish, evs_event_unref. Handlers run on
+ * the stream's dispatcher thread and add the sequence number to their
+ * subscriber's tally. The stream uses EVS_OVERFLOW_BLOCK (nothing may be
+ * dropped), the wait strategy named by the scenario and otherwise the
+ * variant's options (zero: capacity 4096, history 1000). A repetition is
+ * timed from the first publish to the return of evs_stream_flush, which
+ * returns once every accepted event has been delivered. The latency and
+ * idle scenarios use the default-options path.
  */
 #include "bench.h"
+#include "scn_stream.h"
 
 #include <evstream.h>
 
@@ -21,6 +24,38 @@
 #include <stdlib.h>
 
 #define CHECK_EVERY 64 /* events between clock reads in a publisher */
+
+/* ---------------------------------------------------------------- */
+/* Variants                                                          */
+
+int scn_publish_copy(evs_stream *s, const void *buf, size_t len)
+{
+    evs_event *ev;
+    int rc = evs_event_create(&ev, EVS_TYPE_MESSAGE, NULL, buf, len);
+    if (rc != 0)
+        return rc;
+    rc = evs_stream_publish(s, ev);
+    evs_event_unref(ev);
+    return rc;
+}
+
+const scn_variant scn_v_publish = {scn_publish_copy, {0}};
+
+int scn_publish_move(evs_stream *s, const void *buf, size_t len)
+{
+    evs_event *ev;
+    int rc = evs_event_create(&ev, EVS_TYPE_MESSAGE, NULL, buf, len);
+    if (rc != 0)
+        return rc;
+    return evs_stream_publish_move(s, ev, NULL); /* takes our reference */
+}
+
+const scn_variant scn_v_move = {scn_publish_move, {.single_publisher = true}};
+const scn_variant scn_v_move_nohist = {
+    scn_publish_move, {.single_publisher = true, .history = EVS_HISTORY_NONE}};
+
+/* ---------------------------------------------------------------- */
+/* Rate: publishers flat out, every event to every subscriber.       */
 
 static int on_event(const evs_event *ev, void *user)
 {
@@ -35,6 +70,7 @@ static int on_event(const evs_event *ev, void *user)
 /* One publisher thread's work. */
 struct pub_arg {
     evs_stream  *s;
+    scn_publish_fn publish;
     int          index;
     size_t       len;
     int64_t      deadline;
@@ -57,12 +93,8 @@ static void *publisher(void *arg)
     while (a->rc == 0) {
         if (i % CHECK_EVERY == 0 && bench_now_ns() >= a->deadline)
             break;
-        evs_event *ev;
         bench_put_hdr(buf, bench_seq(a->index, i + 1), 0);
-        if ((a->rc = evs_event_create(&ev, EVS_TYPE_MESSAGE, NULL, buf, a->len)) != 0)
-            break;
-        a->rc = evs_stream_publish(a->s, ev);
-        evs_event_unref(ev);
+        a->rc = a->publish(a->s, buf, a->len);
         if (a->rc == 0)
             i++;
     }
@@ -74,7 +106,8 @@ static void *publisher(void *arg)
 int scn_stream_rate(const bench_params *p, bench_result *r)
 {
     int npub = p->pubs > 0 ? p->pubs : 1, nsub = p->subs > 0 ? p->subs : 1;
-    evs_stream_opts o = {.overflow = EVS_OVERFLOW_BLOCK, .wait = (evs_wait)p->wait};
+    const scn_variant *v = p->arg != NULL ? p->arg : &scn_v_publish;
+    evs_stream_opts o = v->opts;
     bench_tally *tally = aligned_alloc(128, sizeof(*tally) * (size_t)nsub);
     struct pub_arg args[BENCH_MAX_PUBS];
     pthread_t th[BENCH_MAX_PUBS];
@@ -83,6 +116,12 @@ int scn_stream_rate(const bench_params *p, bench_result *r)
     atomic_int go = 0;
     int rc, ret = BENCH_OK;
 
+    o.overflow = EVS_OVERFLOW_BLOCK;
+    o.wait = (evs_wait)p->wait;
+    if (o.single_publisher && npub > 1) {
+        free(tally);
+        return bench_fail(r, "a single-publisher variant in a %d-publisher scenario", npub);
+    }
     if (tally == NULL)
         return bench_fail(r, "out of memory");
     memset(tally, 0, sizeof(*tally) * (size_t)nsub);
@@ -100,7 +139,8 @@ int scn_stream_rate(const bench_params *p, bench_result *r)
     }
 
     for (int i = 0; i < npub; i++) {
-        args[i] = (struct pub_arg){.s = s, .index = i, .len = bench_payload(p), .go = &go};
+        args[i] = (struct pub_arg){.s = s, .publish = v->publish, .index = i,
+                                   .len = bench_payload(p), .go = &go};
         if (pthread_create(&th[i], NULL, publisher, &args[i]) != 0) {
             fprintf(stderr, "evs-bench: pthread_create failed\n");
             exit(2);
