@@ -80,8 +80,11 @@ struct evs_stream {
      * that changes shares their cache line. */
     evs_stream_opts opts EVS_ALIGNED;
     size_t hist_cap; /* 0: no history */
-    /* Single publisher and membarrier(2) available: the parking
-     * handshake uses an asymmetric fence (wait.h). */
+    /* membarrier(2) is available: the handshakes whose one side runs
+     * once per run or per publish use asymmetric fences (wait.h), the
+     * rare side paying for a heavy fence. */
+    bool asym;
+    /* Single publisher and asym: the parking handshake is asymmetric. */
     bool heavy_fence;
     /* Slot storage (opts.slot_bytes > 0): slot_mem holds `capacity`
      * events of slot_stride bytes, slot i for positions = i (mod
@@ -101,6 +104,12 @@ struct evs_stream {
      * increment pub_ec. */
     unsigned parked EVS_ALIGNED;
     struct ck_ec32 pub_ec;
+    /* Threads about to wait on run_ec (blocked publishers, flush,
+     * close). With asym, the dispatcher bumps run_ec only while this is
+     * non-zero: a waiter increments it and then issues a heavy fence
+     * before its last look, the dispatcher reads it after storing its
+     * progress. */
+    unsigned run_waiters;
     /* The dispatcher increments after each run (room freed, events
      * delivered); blocked publishers and flush/close wait on it. */
     struct ck_ec32 run_ec EVS_ALIGNED;
@@ -195,19 +204,54 @@ static uint64_t total_drops(evs_stream *s)
            evs_load(&s->dropped_nomem);
 }
 
-/* Raise sub->active and confirm the subscription is live. ck_pr_inc is
- * a locked instruction, a full barrier before the load of `dead`. */
-static bool sub_enter(evs_sub *sub)
+/*
+ * Raise sub->active and confirm the subscription is live: one side of
+ * the Dekker handshake with evs_unsubscribe (store active, barrier, load
+ * dead). On a dispatcher stream only the dispatcher writes `active`: a
+ * plain store, and with asym a compiler barrier, because unsubscribe
+ * issues the heavy fence. Inline publishers share `active`, so there it
+ * is a locked increment (itself a full barrier).
+ */
+static bool sub_enter(evs_stream *s, evs_sub *sub)
 {
-    ck_pr_inc_uint(&sub->active);
+    if (is_inline(s)) {
+        ck_pr_inc_uint(&sub->active);
+    } else {
+        evs_store(&sub->active, 1);
+        if (s->asym)
+            ck_pr_barrier();
+        else
+            ck_pr_fence_memory();
+    }
     if (evs_load(&sub->dead)) {
-        ck_pr_dec_uint(&sub->active);
+        if (is_inline(s))
+            ck_pr_dec_uint(&sub->active);
+        else
+            evs_store_release(&sub->active, 0);
         return false;
     }
     return true;
 }
 
-static void sub_leave(evs_sub *sub) { ck_pr_dec_uint(&sub->active); }
+/* Release: the handler's writes happen before unsubscribe sees zero. */
+static void sub_leave(evs_stream *s, evs_sub *sub)
+{
+    if (is_inline(s))
+        ck_pr_dec_uint(&sub->active);
+    else
+        evs_store_release(&sub->active, 0);
+}
+
+/* Add to a counter: only the dispatcher writes the counters of a
+ * dispatcher stream (no locked instruction needed); inline publishers
+ * share them. */
+static void count_add(evs_stream *s, uint64_t *c, uint64_t n)
+{
+    if (is_inline(s))
+        ck_pr_add_64(c, n);
+    else
+        evs_store(c, evs_load(c) + n);
+}
 
 /*
  * Call one subscription on a run of events (ids ascending). Returns the
@@ -241,37 +285,34 @@ static void deliver_run(evs_stream *s, evs_sub *sub, const evs_event *const *evs
     }
     tl_sub = outer;
     if (delivered) {
-        ck_pr_add_64(&sub->delivered, delivered);
-        ck_pr_add_64(&s->delivered, delivered);
+        count_add(s, &sub->delivered, delivered);
+        count_add(s, &s->delivered, delivered);
     }
     if (filtered) {
-        ck_pr_add_64(&sub->filtered, filtered);
-        ck_pr_add_64(&s->filtered, filtered);
+        count_add(s, &sub->filtered, filtered);
+        count_add(s, &s->filtered, filtered);
     }
     if (errors) {
-        ck_pr_add_64(&sub->errors, errors);
-        ck_pr_add_64(&s->handler_errors, errors);
+        count_add(s, &sub->errors, errors);
+        count_add(s, &s->handler_errors, errors);
     }
     if (depth > evs_load(&sub->hwm))
         evs_store(&sub->hwm, depth);
 }
 
-/* Deliver a run to every live subscription, inside an epoch section so
- * the array and the subscriptions in it stay allocated. */
-static void deliver(evs_stream *s, ck_epoch_record_t *rec,
-                    const evs_event *const *evs, size_t n, uint64_t depth)
+/* Deliver a run to every live subscription. The caller is inside an
+ * epoch section, so the array and the subscriptions in it stay
+ * allocated. */
+static void deliver(evs_stream *s, const evs_event *const *evs, size_t n, uint64_t depth)
 {
-    ck_epoch_section_t section;
-    evs__epoch_begin(rec, &section);
     struct sub_array *a = evs_load_acquire(&s->subs);
     for (size_t i = 0; a != NULL && i < a->n; i++) {
         evs_sub *sub = a->subs[i];
-        if (!sub_enter(sub))
+        if (!sub_enter(s, sub))
             continue;
         deliver_run(s, sub, evs, n, depth);
-        sub_leave(sub);
+        sub_leave(s, sub);
     }
-    evs__epoch_end(rec, &section);
 }
 
 /* After delivery: the ring's references go to the history, or are
@@ -311,10 +352,28 @@ static void dispatcher_park(evs_stream *s)
     evs_store(&s->parked, 0);
 }
 
+/* Bump run_ec after a run if anyone may be waiting on it. */
+static void signal_run(evs_stream *s)
+{
+    if (s->asym) {
+        ck_pr_barrier(); /* the waiter's heavy fence orders the rest */
+        if (evs_likely(evs_load(&s->run_waiters) == 0))
+            return;
+    }
+    ck_ec32_inc(&s->run_ec, &evs__ec_mp);
+}
+
+/* Runs the dispatcher delivers before it leaves and re-enters its epoch
+ * section, so that a busy stream still lets retired memory be freed. */
+#define RUNS_PER_SECTION 256
+
 static void *dispatcher_main(void *arg)
 {
     evs_stream *s = arg;
     ck_epoch_record_t *rec = s->dispatcher_record;
+    ck_epoch_section_t section;
+    bool in_section = false;
+    unsigned runs = 0;
     const evs_event *run[RUN_MAX];
     unsigned spins = 0;
     int64_t idle_since = 0;
@@ -327,13 +386,17 @@ static void *dispatcher_main(void *arg)
                        : evs__ring_take(&s->ring, run, RUN_MAX, &first);
         if (n == 0) {
             /* Idle: spin on our own cache lines; every SPIN_CHECK spins
-             * look at the clock, the stop flag, and whether it is time
-             * to yield or park. */
+             * leave the epoch section and look at the clock, the stop
+             * flag, and whether it is time to yield or park. */
             if (++spins < SPIN_CHECK) {
                 evs__cpu_relax();
                 continue;
             }
             spins = 0;
+            if (in_section) {
+                evs__epoch_end(rec, &section);
+                in_section = false;
+            }
             if (evs_load(&s->stop) && evs__ring_claimed(&s->ring) == evs_load(&s->done))
                 break;
             if (s->opts.wait == EVS_WAIT_SPIN)
@@ -353,20 +416,30 @@ static void *dispatcher_main(void *arg)
         }
         spins = 0;
         idle_since = 0;
+        /* One epoch section spans many runs: entering costs a fence. */
+        if (!in_section || ++runs == RUNS_PER_SECTION) {
+            if (in_section)
+                evs__epoch_end(rec, &section);
+            evs__epoch_begin(rec, &section);
+            in_section = true;
+            runs = 0;
+        }
         /* A short run means the queue held just these (reading `claim`
          * would take the publishers' line); a full one may have more. */
         uint64_t depth = n < RUN_MAX ? n : evs__ring_claimed(&s->ring) - first;
         if (depth > evs_load(&s->queue_hwm))
             evs_store(&s->queue_hwm, depth);
-        deliver(s, rec, run, n, depth);
+        deliver(s, run, n, depth);
         settle_run(s, run, n);
         if (s->slot_mem != NULL)
             evs__ring_release(&s->ring, first + n);
         /* Positions up to first + n are settled; evicted positions
          * before `first` were settled by their evictors. */
         evs_store_release(&s->done, first + n);
-        ck_ec32_inc(&s->run_ec, &evs__ec_mp);
+        signal_run(s);
     }
+    if (in_section)
+        evs__epoch_end(rec, &section);
     tl_stream = NULL;
     return NULL;
 }
@@ -391,6 +464,18 @@ static void wake_dispatcher(evs_stream *s)
         ck_ec32_inc(&s->pub_ec, &evs__ec_mp);
 }
 
+/* Announce a thread about to wait on run_ec (see run_waiters). The
+ * locked increment is our full barrier; the heavy fence stands in for
+ * the one the dispatcher does not issue. */
+static void waiter_enter(evs_stream *s)
+{
+    ck_pr_inc_uint(&s->run_waiters);
+    if (s->asym)
+        evs__heavy_fence();
+}
+
+static void waiter_leave(evs_stream *s) { ck_pr_dec_uint(&s->run_waiters); }
+
 /* Wait for the dispatcher to free room, up to the deadline. */
 static int wait_for_room(evs_stream *s, uint32_t seen, int64_t deadline)
 {
@@ -401,7 +486,23 @@ static int wait_for_room(evs_stream *s, uint32_t seen, int64_t deadline)
 
 /* Claim a position under the stream's overflow policy. Returns 0, or
  * 1 for "dropped as newest" (counted), or a negative code. */
+static int claim_full(evs_stream *s, uint64_t *pos);
+
 static int claim(evs_stream *s, uint64_t *pos)
+{
+    int rc = evs__ring_claim(&s->ring, pos);
+    if (evs_likely(rc != EVS_EFULL))
+        return rc;
+    if (s->opts.overflow != EVS_OVERFLOW_BLOCK)
+        return claim_full(s, pos);
+    waiter_enter(s);
+    rc = claim_full(s, pos);
+    waiter_leave(s);
+    return rc;
+}
+
+/* The ring was full: apply the overflow policy. */
+static int claim_full(evs_stream *s, uint64_t *pos)
 {
     int64_t deadline = -1;
     for (;;) {
@@ -486,7 +587,10 @@ static int publish_inline(evs_stream *s, const evs_event *ev, uint64_t *id, bool
 
     evs_stream *outer = tl_stream;
     tl_stream = s;
-    deliver(s, rec, &mine, 1, 0);
+    ck_epoch_section_t section;
+    evs__epoch_begin(rec, &section);
+    deliver(s, &mine, 1, 0);
+    evs__epoch_end(rec, &section);
     tl_stream = outer;
 
     if (s->hist_cap > 0)
@@ -750,9 +854,13 @@ int evs_unsubscribe(evs_sub *sub)
      * the stream's destroy reclaims it. */
     pthread_mutex_unlock(&s->sub_lock);
 
-    /* The Dekker handshake with sub_enter: dead is stored, full
-     * barrier, then active is read. */
-    ck_pr_fence_memory();
+    /* The Dekker handshake with sub_enter: dead is stored, a barrier
+     * (heavy when the dispatcher's side is only a compiler barrier),
+     * then active is read. */
+    if (s->asym && !is_inline(s))
+        evs__heavy_fence();
+    else
+        ck_pr_fence_memory();
     if (tl_sub != sub) {
         /* Acquire: the handler's last writes happen before we return. */
         for (unsigned round = 0; evs_load_acquire(&sub->active) != 0; round++)
@@ -825,7 +933,8 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
     if (!is_inline(s)) {
         if ((rc = evs__ring_init(&s->ring, o.capacity, o.single_publisher)) != 0)
             goto fail_hist_lock;
-        s->heavy_fence = o.single_publisher && evs__heavy_fence_ready();
+        s->asym = evs__heavy_fence_ready();
+        s->heavy_fence = o.single_publisher && s->asym;
         if (o.slot_bytes > 0) {
             s->slot_stride = evs__event_slot_stride(o.slot_bytes);
             size_t bytes = o.capacity * s->slot_stride;
@@ -914,7 +1023,10 @@ int evs_stream_flush(evs_stream *s, int timeout_ms, uint64_t *left)
     if (tl_stream == s)
         return EVS_EDEADLK;
     uint64_t target = is_inline(s) ? 0 : evs__ring_claimed(&s->ring);
-    return wait_settled(s, target, timeout_ms, left);
+    waiter_enter(s);
+    int rc = wait_settled(s, target, timeout_ms, left);
+    waiter_leave(s);
+    return rc;
 }
 
 int evs_stream_close(evs_stream *s, int timeout_ms, uint64_t *left)
@@ -934,7 +1046,10 @@ int evs_stream_close(evs_stream *s, int timeout_ms, uint64_t *left)
         ck_ec32_inc(&s->pub_ec, &evs__ec_mp);
         ck_ec32_inc(&s->run_ec, &evs__ec_mp);
     }
-    return wait_settled(s, target, timeout_ms, left);
+    waiter_enter(s);
+    int rc = wait_settled(s, target, timeout_ms, left);
+    waiter_leave(s);
+    return rc;
 }
 
 int evs_stream_destroy(evs_stream *s)
