@@ -24,8 +24,9 @@
 #define EVS_PUBLISH  VARIANT("evstream publish (park)", scn_v_publish)
 #define EVS_MOVE     VARIANT("evstream 1-publisher move (park)", scn_v_move)
 #define EVS_MOVE_NOH VARIANT("evstream 1-pub move, no history (park)", scn_v_move_nohist)
+#define EVS_CLAIM    VARIANT("evstream 1-pub claim/commit (park)", scn_v_claim)
 
-#define EVS_1PUB     {EVS_PUBLISH, EVS_MOVE}
+#define EVS_1PUB     {EVS_PUBLISH, EVS_MOVE, EVS_CLAIM}
 #define EVS_1PUB_BIG {EVS_PUBLISH, EVS_MOVE_NOH}
 #define EVS_MULTIPUB {EVS_PUBLISH}
 

@@ -39,4 +39,10 @@ extern const scn_variant scn_v_move;
 /* As scn_v_move with history = EVS_HISTORY_NONE (large payloads). */
 extern const scn_variant scn_v_move_nohist;
 
+/* evs_stream_claim, memcpy into the slot, evs_stream_commit: the
+ * zero-allocation path (single publisher, slot storage for up to 1 KiB,
+ * no history, coarse timestamps). */
+int scn_publish_claim(evs_stream *s, const void *buf, size_t len);
+extern const scn_variant scn_v_claim;
+
 #endif /* EVS_BENCH_SCN_STREAM_H */
