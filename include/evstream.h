@@ -260,7 +260,8 @@ int evs_event_meta_get_raw(const evs_event *ev, const char *key,
  *   id:        0 until published; then the publishing stream's id.
  *   type:      the enum; type_name: "message", ..., or the custom name.
  *   topic:     NUL-terminated, possibly "".
- *   data:      the bytes (NULL when len is 0); content: their type.
+ *   data:      the bytes (NULL when len is 0), aligned to 16 bytes so
+ *              they may be read as any type; content: their type.
  *   meta:      the encoded msgpack map (an empty map when none is set).
  *   timestamp: ns since the Unix epoch, set at creation.
  *   published: whether a stream has published it (then it is immutable).
@@ -385,7 +386,8 @@ typedef struct evs_stream_opts {
                                       uses no atomic instruction */
     size_t       slot_bytes;       /* 0 = none; > 0: every ring slot stores an
                                       event with room for this many bytes of
-                                      topic + NUL + data, for the zero-copy,
+                                      topic + NUL (rounded up to 16) + data,
+                                      for the zero-copy,
                                       zero-allocation evs_stream_claim /
                                       evs_stream_commit path. At most
                                       EVS_MAX_SLOT_BYTES; needs dispatcher
@@ -397,7 +399,29 @@ typedef struct evs_stream_opts {
                                       a VM); true = CLOCK_REALTIME_COARSE (a
                                       few ns; resolution the kernel tick,
                                       1-4 ms) */
+    bool         topics;           /* false = every subscription gets every
+                                      event (patterns are only stored);
+                                      true = a TopicStream: topics are NATS
+                                      subjects, patterns select them (SPEC.md,
+                                      "Subjects") */
+    size_t       topic_cache;      /* TopicStream: subjects whose matching
+                                      subscriptions the dispatcher caches;
+                                      0 = 65536 */
+    size_t       max_topics;       /* TopicStream: distinct subjects tracked
+                                      for evs_stream_topics; 0 = 100000; past
+                                      it, new subjects are delivered but not
+                                      listed (stats.topics_untracked) */
+    int          heartbeat_ms;     /* 0 = no heartbeats; > 0: whenever the
+                                      stream has been idle this long, an
+                                      EVS_TYPE_HEARTBEAT event with an empty
+                                      topic is published; it reaches every
+                                      subscription whatever its pattern
+                                      (filters still apply). One thread serves
+                                      all streams. EVS_HEARTBEAT_DEFAULT_MS is
+                                      the usual 30 s */
 } evs_stream_opts;
+
+#define EVS_HEARTBEAT_DEFAULT_MS 30000
 
 /* Largest opts.slot_bytes. */
 #define EVS_MAX_SLOT_BYTES ((size_t)1 << 20)
@@ -465,8 +489,8 @@ int evs_stream_publish_move(evs_stream *s, evs_event *ev, uint64_t *id);
  * be committed, promptly: the dispatcher delivers in id order, so it
  * waits at an uncommitted position (and so do flush and close).
  * Returns 0, EVS_EINVAL (no slot storage, NULL arguments, bad type),
- * EVS_ETOOBIG (topic + 1 + len > slot_bytes, or topic over
- * EVS_MAX_TOPIC), EVS_ECLOSED, EVS_EFULL (FAIL policy; under DROP_NEWEST
+ * EVS_ETOOBIG (the topic, its NUL rounded up to 16 bytes, plus len do
+ * not fit slot_bytes; or the topic is over EVS_MAX_TOPIC), EVS_ECLOSED, EVS_EFULL (FAIL policy; under DROP_NEWEST
  * too, where it is counted in dropped_newest), EVS_ETIMEDOUT,
  * EVS_EDEADLK (as evs_stream_publish).
  * Ownership: the event belongs to the stream; never unref it. Handlers
@@ -572,6 +596,42 @@ int evs_stream_destroy(evs_stream *s);
  */
 int evs_stream_recent(evs_stream *s, const evs_event **out, size_t max);
 
+/* One subject of a TopicStream, as evs_stream_topics reports it. */
+typedef struct evs_topic_stats {
+    uint64_t published;   /* events published to exactly this subject */
+    uint64_t subscribers; /* live subscriptions whose pattern is exactly it */
+} evs_topic_stats;
+
+/* Called once per subject; return 0 to go on, anything else to stop
+ * (evs_stream_topics then returns that value). */
+typedef int (*evs_topic_fn)(const char *subject, const evs_topic_stats *st, void *user);
+
+/*
+ * List the subjects of a TopicStream: those published to, and those
+ * subscribed to with a wildcard-free pattern (at most opts.max_topics),
+ * with their counts. `fn` runs on the calling thread with no evstream
+ * lock held, on a snapshot taken when the call began.
+ * Returns 0, fn's non-zero value, EVS_EINVAL (not a TopicStream, NULL
+ * arguments) or EVS_ENOMEM.
+ * Ownership: `subject` and `st` are valid only during the call.
+ * Threads: any thread.
+ */
+int evs_stream_topics(evs_stream *s, evs_topic_fn fn, void *user);
+
+/*
+ * Publish one event to each of `n` streams, without copying its payload:
+ * the first stream to accept it numbers the event itself, every other
+ * stream publishes an alias that shares it (SPEC.md, "Aliases"). A
+ * stream that fails does not stop the others.
+ * Returns how many streams accepted the event (0..n), or EVS_EINVAL
+ * (NULL streams with n > 0, NULL ev). If `results` is not NULL,
+ * results[i] gets stream i's code as evs_stream_publish returns it.
+ * Ownership: borrows `ev` and every stream.
+ * Threads: any thread, as evs_stream_publish on each stream.
+ * Blocks: as evs_stream_publish on each stream, one after another.
+ */
+int evs_broadcast(evs_stream *const *streams, size_t n, const evs_event *ev, int *results);
+
 /* A stream's counters. A plain-data snapshot. */
 typedef struct evs_stream_stats {
     uint64_t published;      /* events accepted (ids handed out) */
@@ -586,6 +646,12 @@ typedef struct evs_stream_stats {
     uint64_t queued;         /* events accepted but not yet dispatched */
     uint64_t queue_hwm;      /* most events ever queued at once */
     uint64_t subscribers;    /* live subscriptions */
+    uint64_t heartbeats;     /* heartbeat events published for idleness */
+    uint64_t topics;         /* TopicStream: subjects tracked */
+    uint64_t topics_untracked; /* TopicStream: publishes to subjects past
+                                  max_topics (delivered, not listed) */
+    uint64_t unroutable;     /* TopicStream: accepted events no pattern
+                                matched (delivered to no one) */
 } evs_stream_stats;
 
 /*

@@ -58,6 +58,9 @@ struct evs_event {
 
 enum { EVENT_HEAP = 0, EVENT_SLOT = 1 };
 
+_Static_assert(sizeof(struct evs_event) % EVS_DATA_ALIGN == 0,
+               "data alignment relies on the header size");
+
 static const uint8_t empty_map[1] = {0x80};
 
 static const char *const type_names[] = {
@@ -100,7 +103,7 @@ int evs__event_new(evs_event **out, const evs_event_parts *p)
         p->type_name_len > EVS_MAX_TYPE_NAME)
         return EVS_ETOOBIG;
 
-    evs_event *ev = evs__pool_alloc(sizeof(*ev) + tlen + 1 + p->len);
+    evs_event *ev = evs__pool_alloc(sizeof(*ev) + evs__event_data_offset(tlen) + p->len);
     if (ev == NULL)
         return EVS_ENOMEM;
     memset(ev, 0, sizeof(*ev));
@@ -116,7 +119,7 @@ int evs__event_new(evs_event **out, const evs_event_parts *p)
     b->topic[tlen] = '\0';
     b->topic_len = tlen;
     if (p->len > 0) {
-        b->data = (uint8_t *)b->topic + tlen + 1;
+        b->data = (uint8_t *)b->topic + evs__event_data_offset(tlen);
         memcpy(b->data, p->data, p->len);
         b->len = p->len;
     }
@@ -297,6 +300,13 @@ evs_event *evs__event_alias(const evs_event *cev)
     return a;
 }
 
+size_t evs__event_data_offset(size_t tlen)
+{
+    /* The header is a multiple of 16 bytes and blocks are 16-aligned, so
+     * rounding the topic up to 16 aligns the data for any type. */
+    return (tlen + 1 + EVS_DATA_ALIGN - 1) / EVS_DATA_ALIGN * EVS_DATA_ALIGN;
+}
+
 size_t evs__event_slot_stride(size_t slot_bytes)
 {
     size_t n = sizeof(evs_event) + slot_bytes;
@@ -332,7 +342,7 @@ evs_event *evs__event_slot_fill(void *mem, size_t slot_bytes, evs_type type,
         memcpy(b->topic, topic, tlen);
     b->topic[tlen] = '\0';
     b->topic_len = tlen;
-    b->data = (uint8_t *)b->topic + tlen + 1;
+    b->data = (uint8_t *)b->topic + evs__event_data_offset(tlen);
     b->len = len;
     *data = b->data;
     return ev;

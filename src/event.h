@@ -56,10 +56,17 @@ void evs__event_set_id(const evs_event *ev, uint64_t id);
 /* Add n references at once (fan-out). */
 void evs__event_ref_n(const evs_event *ev, unsigned n);
 
+/* Event data is aligned to this many bytes (max_align_t on x86-64). */
+#define EVS_DATA_ALIGN 16
+
+/* Bytes from an event's topic to its data: the topic, its NUL, padding
+ * up to EVS_DATA_ALIGN. */
+size_t evs__event_data_offset(size_t tlen);
+
 /*
  * Slot events: events stored in a stream's ring slots (evs_stream_claim).
  * A slot is `stride` bytes: the event header, then up to slot_bytes of
- * topic, NUL and data. evs_event_ref on a slot event returns a heap copy
+ * topic, NUL, padding to EVS_DATA_ALIGN and data. evs_event_ref on a slot event returns a heap copy
  * and evs_event_unref ignores it: the slot is reused once delivered.
  */
 size_t evs__event_slot_stride(size_t slot_bytes);
@@ -67,7 +74,7 @@ size_t evs__event_slot_stride(size_t slot_bytes);
 /* (Re)initialise the slot at `mem` (zeroed once at stream creation) as an
  * unpublished event with the given id and timestamp, copying the topic and leaving `len`
  * data bytes for the caller at *data. The caller checks that
- * tlen + 1 + len <= slot_bytes. Frees what the slot's previous event
+ * evs__event_data_offset(tlen) + len <= slot_bytes. Frees what the slot's previous event
  * held (type name, metadata). */
 evs_event *evs__event_slot_fill(void *mem, size_t slot_bytes, evs_type type,
                                 const char *topic, size_t tlen, size_t len,

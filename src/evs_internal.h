@@ -4,8 +4,12 @@
  *
  * Lock order (take them in this order, never the reverse; no user code
  * runs while any of them is held):
- *   1. evs_stream.sub_lock   subscription writers (subscribe/unsubscribe)
- *   2. evs_stream.hist_lock  the history ring
+ *   1. evs_stream.sub_lock      subscription writers (subscribe/unsubscribe)
+ *   2. evs_router.index_lock    a TopicStream's subscription index (rwlock)
+ *   3. evs_router.topics_lock   a TopicStream's topic table
+ *   4. evs_stream.hist_lock     the history ring
+ *   (heartbeat.c's service mutex is never held while calling into a
+ *   stream, nor taken under any of these.)
  * Nothing else in the library is a lock: the publish and dispatch paths
  * are lock-free (SPEC.md, "Threading and memory model").
  */

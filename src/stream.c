@@ -31,7 +31,10 @@
 
 #include "epoch.h"
 #include "event.h"
+#include "heartbeat.h"
 #include "ring.h"
+#include "router.h"
+#include "subject.h"
 #include "wait.h"
 
 /* Most events the dispatcher takes per run: bounds its stack buffer and
@@ -59,6 +62,8 @@ struct evs_sub {
     uint64_t start_id;
     /* Stream drop total when subscribed (for stats.dropped). */
     uint64_t drops_at_start;
+    /* TopicStream, wildcard-free pattern: its topic-table entry. */
+    evs_topic *topic;
     /* Set once by evs_unsubscribe; never cleared. */
     unsigned dead;
     /* Handler calls in progress (dispatcher runs, inline publishers). */
@@ -92,6 +97,19 @@ struct evs_stream {
      * been delivered (ring.h, evs__ring_take_deferred). */
     unsigned char *slot_mem;
     size_t slot_stride;
+    /* TopicStream (opts.topics): routes events by subject. */
+    evs_router *router;
+
+    /* Heartbeats (opts.heartbeat_ms). hb_seen and hb_checked belong to
+     * the heartbeat callback (one at a time on the service thread);
+     * hb_idle_since is the service-clock time the dispatcher last went
+     * idle, written by the dispatcher. */
+    evs__hb_timer *hb;
+    int64_t hb_interval;
+    uint64_t hb_seen;
+    int64_t hb_checked;
+    int64_t hb_idle_since;
+    uint64_t heartbeats;
 
     struct evs_ring ring; /* dispatcher mode only */
 
@@ -121,7 +139,7 @@ struct evs_stream {
     uint64_t dropped_newest EVS_ALIGNED, dropped_oldest, rejected_full,
         timed_out, dropped_nomem;
     /* Delivery counters (dispatcher per run / inline publishers). */
-    uint64_t delivered EVS_ALIGNED, filtered, handler_errors, queue_hwm;
+    uint64_t delivered EVS_ALIGNED, filtered, handler_errors, queue_hwm, unroutable;
 
     /* Subscription writers; readers use `subs` through the epoch. */
     pthread_mutex_t sub_lock EVS_ALIGNED;
@@ -147,6 +165,8 @@ struct evs_stream {
  * waits that would wait for the calling thread itself. */
 static _Thread_local evs_stream *tl_stream;
 static _Thread_local const evs_sub *tl_sub;
+
+static uint64_t ids_issued(evs_stream *s);
 
 static bool is_inline(const evs_stream *s)
 {
@@ -300,10 +320,8 @@ static void deliver_run(evs_stream *s, evs_sub *sub, const evs_event *const *evs
         evs_store(&sub->hwm, depth);
 }
 
-/* Deliver a run to every live subscription. The caller is inside an
- * epoch section, so the array and the subscriptions in it stay
- * allocated. */
-static void deliver(evs_stream *s, const evs_event *const *evs, size_t n, uint64_t depth)
+/* Deliver events to every live subscription. */
+static void deliver_all(evs_stream *s, const evs_event *const *evs, size_t n, uint64_t depth)
 {
     struct sub_array *a = evs_load_acquire(&s->subs);
     for (size_t i = 0; a != NULL && i < a->n; i++) {
@@ -313,6 +331,67 @@ static void deliver(evs_stream *s, const evs_event *const *evs, size_t n, uint64
         deliver_run(s, sub, evs, n, depth);
         sub_leave(s, sub);
     }
+}
+
+/* Heartbeats reach every subscription of a TopicStream, whatever its
+ * pattern: they keep idle consumers alive, they carry no subject. */
+static bool is_heartbeat(const evs_event *ev)
+{
+    return evs_event_type(ev) == EVS_TYPE_HEARTBEAT && evs_event_topic(ev)[0] == '\0';
+}
+
+/* TopicStream: deliver one event to the subscriptions its subject
+ * matches (the dispatcher's cached route, or a fresh match inline). */
+static void deliver_routed(evs_stream *s, const evs_event *ev, uint64_t depth)
+{
+    if (is_heartbeat(ev)) {
+        deliver_all(s, &ev, 1, depth);
+        return;
+    }
+    const char *subject = evs_event_topic(ev);
+    size_t len = strlen(subject);
+    void *const *subs;
+    size_t n;
+    evs_topic *topic;
+    evs_itemvec vec = {0};
+    int rc;
+    if (is_inline(s)) {
+        rc = evs__router_route(s->router, subject, len, &vec, &topic);
+        subs = vec.v + 1;
+        n = vec.n - 1;
+    } else {
+        rc = evs__router_route_cached(s->router, subject, len, &subs, &n, &topic);
+    }
+    if (rc != 0) {
+        /* No memory to route: accepted but reached no one. Counted. */
+        ck_pr_inc_64(&s->dropped_nomem);
+        return;
+    }
+    if (topic != NULL)
+        count_add(s, &topic->published, 1);
+    if (n == 0)
+        count_add(s, &s->unroutable, 1);
+    for (size_t i = 0; i < n; i++) {
+        evs_sub *sub = subs[i];
+        if (!sub_enter(s, sub))
+            continue;
+        deliver_run(s, sub, &ev, 1, depth);
+        sub_leave(s, sub);
+    }
+    evs__itemvec_fini(&vec);
+}
+
+/* Deliver a run. The caller is inside an epoch section, so the
+ * subscriptions it reaches stay allocated. */
+static void deliver(evs_stream *s, const evs_event *const *evs, size_t n, uint64_t depth)
+{
+    if (s->router == NULL) {
+        deliver_all(s, evs, n, depth);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (evs[i] != NULL)
+            deliver_routed(s, evs[i], depth);
 }
 
 /* After delivery: the ring's references go to the history, or are
@@ -402,8 +481,11 @@ static void *dispatcher_main(void *arg)
             if (s->opts.wait == EVS_WAIT_SPIN)
                 continue;
             int64_t now = evs__now_mono_ns();
-            if (idle_since == 0)
+            if (idle_since == 0) {
                 idle_since = now;
+                if (s->opts.heartbeat_ms > 0)
+                    evs_store(&s->hb_idle_since, evs__hb_now());
+            }
             if (now - idle_since < IDLE_SPIN_NS)
                 continue;
             if (s->opts.wait == EVS_WAIT_YIELD) {
@@ -605,18 +687,33 @@ out:
     return rc;
 }
 
+/* A TopicStream takes only events whose topic is a subject (and its own
+ * heartbeats). */
+static int check_subject(evs_stream *s, const evs_event *ev)
+{
+    if (s->router == NULL || is_heartbeat(ev))
+        return 0;
+    const char *t = evs_event_topic(ev);
+    return evs__subject_validate(t, strlen(t));
+}
+
 /* Publish `ev`; with `move`, the caller's reference is consumed whatever
  * the result. */
 static int publish(evs_stream *s, const evs_event *ev, uint64_t *id, bool move)
 {
     *id = 0;
+    int rc = check_subject(s, ev);
+    if (rc != 0) {
+        if (move)
+            evs_event_unref(ev);
+        return rc;
+    }
     if (is_inline(s))
         return publish_inline(s, ev, id, move);
 
     /* An event published before gets an alias; make it before claiming
      * so a claimed position is never left unfilled for lack of memory. */
     const evs_event *item = NULL;
-    int rc = 0;
     if (evs_event_published(ev) && (item = evs__event_alias(ev)) == NULL) {
         rc = EVS_ENOMEM;
         goto out;
@@ -674,6 +771,56 @@ int evs_stream_publish_move(evs_stream *s, evs_event *ev, uint64_t *id)
     return publish(s, ev, id != NULL ? id : &dummy, true);
 }
 
+/* ------------------------------------------------------------------ */
+/* Heartbeats                                                          */
+
+/* Publish one heartbeat without ever waiting: one thread serves every
+ * stream's heartbeats, so a full queue means "not idle", not "wait". */
+static void publish_heartbeat(evs_stream *s)
+{
+    evs_event *ev;
+    uint64_t id;
+    if (evs_event_create(&ev, EVS_TYPE_HEARTBEAT, NULL, NULL, 0) != 0)
+        return;
+    if (is_inline(s)) {
+        if (publish_inline(s, ev, &id, true) == 0)
+            ck_pr_inc_64(&s->heartbeats);
+        return;
+    }
+    uint64_t pos;
+    if (evs__ring_claim(&s->ring, &pos) != 0) {
+        evs_event_unref(ev);
+        return;
+    }
+    evs__event_claim(ev, false); /* our reference becomes the ring's */
+    evs__event_set_id(ev, pos + 1);
+    evs__ring_publish(&s->ring, pos, ev);
+    wake_dispatcher(s);
+    ck_pr_inc_64(&s->heartbeats);
+}
+
+/*
+ * The heartbeat timer: if nothing was published since the last look,
+ * the stream has been idle for a whole interval: publish a heartbeat.
+ * Otherwise look again one interval after the stream went idle (as the
+ * dispatcher recorded it), or after now if it is still busy.
+ */
+static int64_t heartbeat_fire(void *user, int64_t now)
+{
+    evs_stream *s = user;
+    uint64_t issued = ids_issued(s);
+    int64_t checked = s->hb_checked;
+    s->hb_checked = now;
+    if (issued != s->hb_seen) {
+        s->hb_seen = issued;
+        int64_t idle = evs_load(&s->hb_idle_since);
+        return (idle > checked ? idle : now) + s->hb_interval;
+    }
+    publish_heartbeat(s);
+    s->hb_seen = ids_issued(s); /* our heartbeat is not activity */
+    return now + s->hb_interval;
+}
+
 int evs_stream_claim(evs_stream *s, evs_type type, const char *topic, size_t len,
                      evs_event **out, void **data)
 {
@@ -685,8 +832,11 @@ int evs_stream_claim(evs_stream *s, evs_type type, const char *topic, size_t len
         s->slot_mem == NULL)
         return EVS_EINVAL;
     size_t tlen = topic != NULL ? strnlen(topic, EVS_MAX_TOPIC + 1) : 0;
-    if (tlen > EVS_MAX_TOPIC || len >= s->opts.slot_bytes || tlen + 1 > s->opts.slot_bytes - len)
+    if (tlen > EVS_MAX_TOPIC || len > s->opts.slot_bytes ||
+        evs__event_data_offset(tlen) > s->opts.slot_bytes - len)
         return EVS_ETOOBIG;
+    if (s->router != NULL && evs__subject_validate(topic ? topic : "", tlen) != 0)
+        return EVS_EINVAL;
     uint64_t pos;
     int rc = claim(s, &pos);
     if (rc != 0)
@@ -793,6 +943,8 @@ int evs_subscribe(evs_sub **out, evs_stream *s, const char *pattern,
         return EVS_EINVAL;
     if (pattern == NULL)
         pattern = ">";
+    if (s->router != NULL && evs__pattern_validate(pattern, strlen(pattern)) != 0)
+        return EVS_EINVAL;
 
     evs_sub *sub = evs__calloc(1, sizeof(*sub));
     if (sub == NULL)
@@ -816,8 +968,10 @@ int evs_subscribe(evs_sub **out, evs_stream *s, const char *pattern,
         return EVS_ECLOSED;
     }
     struct sub_array *b = array_edit(s->subs, sub, NULL);
-    if (b == NULL) {
+    if (b == NULL || (s->router != NULL &&
+                      evs__router_add(s->router, sub->pattern, sub, &sub->topic) != 0)) {
         pthread_mutex_unlock(&s->sub_lock);
+        evs__free(b);
         free_sub(sub);
         return EVS_ENOMEM;
     }
@@ -845,6 +999,8 @@ int evs_unsubscribe(evs_sub *sub)
         return EVS_EINVAL;
     }
     evs_store(&sub->dead, 1);
+    if (s->router != NULL)
+        evs__router_remove(s->router, sub->pattern, sub, sub->topic);
     struct sub_array *b = array_edit(s->subs, NULL, sub);
     if (b != NULL) {
         array_swap(s, b);
@@ -901,7 +1057,7 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
         o = *opts;
     if (o.capacity == 0)
         o.capacity = DEFAULT_CAPACITY;
-    if (!is_pow2(o.capacity) || o.capacity > EVS_MAX_CAPACITY ||
+    if (!is_pow2(o.capacity) || o.capacity > EVS_MAX_CAPACITY || o.heartbeat_ms < 0 ||
         (unsigned)o.overflow > EVS_OVERFLOW_FAIL || o.block_timeout_ms < 0 ||
         (unsigned)o.delivery > EVS_DELIVERY_INLINE || (unsigned)o.wait > EVS_WAIT_SPIN ||
         (o.history != EVS_HISTORY_NONE && o.history > EVS_MAX_CAPACITY))
@@ -930,6 +1086,8 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
         rc = EVS_ESYSTEM;
         goto fail_sub_lock;
     }
+    if (o.topics && (rc = evs__router_create(&s->router, o.topic_cache, o.max_topics)) != 0)
+        goto fail_hist_lock;
     if (!is_inline(s)) {
         if ((rc = evs__ring_init(&s->ring, o.capacity, o.single_publisher)) != 0)
             goto fail_hist_lock;
@@ -957,6 +1115,14 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
         }
         s->has_thread = true;
     }
+    if (o.heartbeat_ms > 0) {
+        s->hb_interval = (int64_t)o.heartbeat_ms * 1000000;
+        s->hb_checked = evs__hb_now();
+        if ((rc = evs__hb_add(&s->hb, s->hb_interval, heartbeat_fire, s)) != 0) {
+            evs_stream_destroy(s);
+            return rc;
+        }
+    }
     *out = s;
     return 0;
 
@@ -966,6 +1132,7 @@ fail_ring:
     evs__free(s->slot_mem);
     evs__ring_fini(&s->ring);
 fail_hist_lock:
+    evs__router_destroy(s->router);
     pthread_mutex_destroy(&s->hist_lock);
 fail_sub_lock:
     pthread_mutex_destroy(&s->sub_lock);
@@ -1059,6 +1226,8 @@ int evs_stream_destroy(evs_stream *s)
     if (tl_stream == s)
         return EVS_EDEADLK;
     evs_stream_close(s, EVS_FOREVER, NULL);
+    /* After this no heartbeat callback runs for the stream. */
+    evs__hb_remove(s->hb);
     if (s->has_thread) {
         evs_store(&s->stop, 1);
         ck_ec32_inc(&s->pub_ec, &evs__ec_mp);
@@ -1081,10 +1250,18 @@ int evs_stream_destroy(evs_stream *s)
     for (size_t i = 0; i < s->hist_len; i++)
         evs_event_unref(s->hist[(s->hist_start + i) % s->hist_cap]);
     evs__free(s->hist);
+    evs__router_destroy(s->router);
     pthread_mutex_destroy(&s->sub_lock);
     pthread_mutex_destroy(&s->hist_lock);
     evs__free(s);
     return 0;
+}
+
+int evs_stream_topics(evs_stream *s, evs_topic_fn fn, void *user)
+{
+    if (s == NULL || fn == NULL || s->router == NULL)
+        return EVS_EINVAL;
+    return evs__router_topics(s->router, fn, user);
 }
 
 int evs_stream_stats_get(evs_stream *s, evs_stream_stats *out)
@@ -1103,6 +1280,12 @@ int evs_stream_stats_get(evs_stream *s, evs_stream_stats *out)
     out->dropped_nomem = evs_load(&s->dropped_nomem);
     out->queued = undelivered(s);
     out->queue_hwm = evs_load(&s->queue_hwm);
+    out->unroutable = evs_load(&s->unroutable);
+    out->heartbeats = evs_load(&s->heartbeats);
+    if (s->router != NULL) {
+        out->topics = evs__router_topic_count(s->router);
+        out->topics_untracked = evs__router_untracked(s->router);
+    }
     struct sub_array *a;
     pthread_mutex_lock(&s->sub_lock);
     a = s->subs;

@@ -764,3 +764,18 @@ Test(event, set_type_name_allocation_failure_keeps_the_old_name)
     cr_assert_str_eq(evs_event_type_name(ev), "New");
     evs_event_unref(ev);
 }
+
+Test(event, data_is_aligned_for_any_type_whatever_the_topic)
+{
+    const char *topics[] = {"", "a", "orders.eu.created", "fifteen-chars-x", "sixteen-chars-xx"};
+    for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++) {
+        evs_event *ev;
+        uint64_t v = 42;
+        cr_assert_eq(evs_event_create(&ev, EVS_TYPE_MESSAGE, topics[i], &v, sizeof(v)), 0);
+        const void *d = evs_event_data(ev, NULL);
+        cr_assert_eq((uintptr_t)d % 16, 0, "topic \"%s\": data at %p", topics[i], d);
+        cr_assert_eq(*(const uint64_t *)d, 42);
+        cr_assert_str_eq(evs_event_topic(ev), topics[i]);
+        evs_event_unref(ev);
+    }
+}

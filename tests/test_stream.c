@@ -910,12 +910,17 @@ Test(stream, claim_needs_slot_storage_and_room)
     cr_assert_null(data);
     ASSERT_RC(evs_stream_destroy(plain), 0);
 
-    evs_stream *s = slot_stream(16, 0, EVS_OVERFLOW_BLOCK);
+    /* 32 bytes: the topic and its NUL take 16 (data is 16-aligned). */
+    evs_stream *s = slot_stream(32, 0, EVS_OVERFLOW_BLOCK);
     ASSERT_RC(evs_stream_claim(s, EVS_TYPE_CUSTOM, "t", 1, &ev, &data), EVS_EINVAL);
     ASSERT_RC(evs_stream_claim(s, EVS_TYPE_MESSAGE, "t", 1, NULL, &data), EVS_EINVAL);
-    ASSERT_RC(evs_stream_claim(s, EVS_TYPE_MESSAGE, "t", 15, &ev, &data), EVS_ETOOBIG);
-    ASSERT_RC(evs_stream_claim(s, EVS_TYPE_MESSAGE, NULL, 16, &ev, &data), EVS_ETOOBIG);
-    ASSERT_RC(evs_stream_claim(s, EVS_TYPE_MESSAGE, "t", 14, &ev, &data), 0); /* 1+1+14 */
+    ASSERT_RC(evs_stream_claim(s, EVS_TYPE_MESSAGE, "t", 17, &ev, &data), EVS_ETOOBIG);
+    ASSERT_RC(evs_stream_claim(s, EVS_TYPE_MESSAGE, NULL, 33, &ev, &data), EVS_ETOOBIG);
+    /* 16 topic bytes + NUL round up to 32: no room left for data. */
+    ASSERT_RC(evs_stream_claim(s, EVS_TYPE_MESSAGE, "sixteen-bytes-xx", 1, &ev, &data),
+              EVS_ETOOBIG);
+    ASSERT_RC(evs_stream_claim(s, EVS_TYPE_MESSAGE, "t", 16, &ev, &data), 0);
+    cr_assert_eq((uintptr_t)data % 16, 0, "slot data is 16-aligned");
     ASSERT_RC(evs_stream_commit(s, ev), 0);
     ASSERT_RC(evs_stream_commit(s, ev), EVS_EINVAL); /* twice */
     evs_event *heap = mk("t", "x");
@@ -1060,4 +1065,109 @@ Test(stream, claim_on_a_full_ring_follows_the_policy, .timeout = 30)
         ASSERT_RC(evs_stream_destroy(s), 0);
         cr_assert_eq(atomic_load(&rec.count), 2);
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* Heartbeats, on a fake clock (heartbeat.h)                           */
+
+#include "heartbeat.h"
+
+static int64_t fake_ns;
+static int64_t fake_now(void *ctx)
+{
+    (void)ctx;
+    return evs_load_acquire(&fake_ns);
+}
+static const struct evs__hb_clock fake_clock = {.now = fake_now};
+
+static void clock_at_ms(int64_t ms)
+{
+    evs_store_release(&fake_ns, ms * 1000000);
+    ASSERT_RC(evs__hb_sync(), 0);
+}
+
+typedef struct beats {
+    atomic_ulong heartbeats, others;
+} beats;
+
+static int count_beats(const evs_event *ev, void *user)
+{
+    beats *b = user;
+    if (evs_event_type(ev) == EVS_TYPE_HEARTBEAT)
+        atomic_fetch_add(&b->heartbeats, 1);
+    else
+        atomic_fetch_add(&b->others, 1);
+    return 0;
+}
+
+static evs_stream *beating_stream(bool topics, evs_delivery delivery, beats *b)
+{
+    ASSERT_RC(evs__hb_set_clock(&fake_clock), 0);
+    evs_stream_opts o = {.heartbeat_ms = 1000, .topics = topics, .delivery = delivery};
+    evs_stream *s = mk_stream(&o);
+    evs_sub *sub;
+    ASSERT_RC(evs_subscribe(&sub, s, topics ? "only.this" : NULL, count_beats, NULL, b, NULL), 0);
+    return s;
+}
+
+Test(stream, idle_stream_gets_a_heartbeat_each_interval, .timeout = 30)
+{
+    beats b = {0};
+    evs_stream *s = beating_stream(false, EVS_DELIVERY_DISPATCHER, &b);
+    clock_at_ms(999);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    cr_assert_eq(atomic_load(&b.heartbeats), 0, "not before the interval");
+    clock_at_ms(1000);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    cr_assert_eq(atomic_load(&b.heartbeats), 1);
+    clock_at_ms(2000);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    cr_assert_eq(atomic_load(&b.heartbeats), 2);
+    evs_stream_stats st;
+    ASSERT_RC(evs_stream_stats_get(s, &st), 0);
+    cr_assert_eq(st.heartbeats, 2);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+    ASSERT_RC(evs__hb_set_clock(NULL), 0);
+}
+
+Test(stream, activity_postpones_the_heartbeat, .timeout = 30)
+{
+    beats b = {0};
+    evs_stream *s = beating_stream(false, EVS_DELIVERY_DISPATCHER, &b);
+    clock_at_ms(500);
+    ASSERT_RC(publish_text(s, "busy"), 0);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    clock_at_ms(1000);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    cr_assert_eq(atomic_load(&b.heartbeats), 0, "the stream was not idle for 1 s");
+    clock_at_ms(2600);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    cr_assert_eq(atomic_load(&b.heartbeats), 1);
+    cr_assert_eq(atomic_load(&b.others), 1);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+    ASSERT_RC(evs__hb_set_clock(NULL), 0);
+}
+
+Test(stream, heartbeats_reach_every_topic_subscription_and_inline_streams, .timeout = 30)
+{
+    beats b = {0}, c = {0};
+    evs_stream *s = beating_stream(true, EVS_DELIVERY_DISPATCHER, &b);
+    evs_stream_opts o = {.heartbeat_ms = 1000, .delivery = EVS_DELIVERY_INLINE};
+    evs_stream *t = mk_stream(&o);
+    evs_sub *sub;
+    ASSERT_RC(evs_subscribe(&sub, t, NULL, count_beats, NULL, &c, NULL), 0);
+    clock_at_ms(1000);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    cr_assert_eq(atomic_load(&b.heartbeats), 1, "a pattern does not filter heartbeats");
+    cr_assert_eq(atomic_load(&c.heartbeats), 1, "inline: delivered on the heartbeat thread");
+    ASSERT_RC(evs_stream_destroy(s), 0);
+    ASSERT_RC(evs_stream_destroy(t), 0);
+    ASSERT_RC(evs__hb_set_clock(NULL), 0);
+}
+
+Test(stream, negative_heartbeat_interval_is_einval)
+{
+    evs_stream_opts o = {.heartbeat_ms = -1};
+    evs_stream *s;
+    ASSERT_RC(evs_stream_create(&s, &o), EVS_EINVAL);
 }

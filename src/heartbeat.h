@@ -1,0 +1,118 @@
+/*
+ * The heartbeat timer service: one process-wide thread that calls back
+ * each registered timer when its deadline passes. Streams and SSE clients
+ * use it to deliver HEARTBEAT events after an idle interval; the owner of
+ * a timer decides what "idle" means, the service only keeps deadlines.
+ *
+ * Deadlines live in a binary min-heap under one mutex, so add, remove and
+ * each fire cost O(log n) and thousands of timers cost one thread that
+ * sleeps until the earliest deadline (no polling). The thread starts with
+ * the first timer and stops when the last one is removed.
+ *
+ * Times are nanoseconds on the service clock: CLOCK_MONOTONIC, or the
+ * clock a test installs with evs__hb_set_clock(). Read it with
+ * evs__hb_now() so that an owner's idea of "now" matches the service's.
+ */
+#ifndef EVS_HEARTBEAT_H
+#define EVS_HEARTBEAT_H
+
+#include <stdint.h>
+
+/* The default idle interval: 30 s. */
+#define EVS__HB_DEFAULT_INTERVAL_NS (30LL * 1000000000LL)
+
+/* A registered timer; fields live in src/heartbeat.c. */
+typedef struct evs__hb_timer evs__hb_timer;
+
+/*
+ * Called on the service thread when the timer's deadline has passed;
+ * `now_ns` is the service clock as read just before the call (>= the
+ * deadline). Return the next deadline, absolute on the service clock, or
+ * any negative value for "now_ns + interval". A deadline not after
+ * `now_ns` is moved to now_ns + 1: a timer fires at most once per clock
+ * reading, so a callback cannot make the thread spin on a stopped clock.
+ * Runs with no evstream lock held: it may add and remove timers
+ * (itself included) and publish. Callbacks of all timers run one at a
+ * time, so a slow callback delays the others.
+ */
+typedef int64_t (*evs__hb_fire_fn)(void *user, int64_t now_ns);
+
+/* A clock for tests: now(ctx) returns ns, never decreasing. */
+struct evs__hb_clock {
+    int64_t (*now)(void *ctx);
+    void *ctx;
+};
+
+/*
+ * Register a timer whose first deadline is evs__hb_now() + interval_ns;
+ * starts the service thread if none runs.
+ * Returns 0, EVS_EINVAL (out or fire NULL, interval_ns <= 0), EVS_ENOMEM,
+ * or EVS_ESYSTEM (the thread could not be created). On failure *out is
+ * NULL and nothing was registered.
+ * Ownership: the service owns *out until evs__hb_remove(); `user` is
+ * borrowed and passed back untouched.
+ * Threads: any thread, including inside a callback.
+ * Blocks: briefly, if the previous service thread is being joined.
+ */
+int evs__hb_add(evs__hb_timer **out, int64_t interval_ns, evs__hb_fire_fn fire,
+                void *user);
+
+/*
+ * Unregister and free `t`. Once it returns, t's callback is not running
+ * and is never called again, so `user` may be freed. Called from inside
+ * t's own callback it returns at once (the callback's return value is
+ * ignored and the service frees t after it returns). Removing the last
+ * timer stops the service thread; from outside a callback, remove also
+ * joins it.
+ * Returns 0 or EVS_EINVAL (t NULL). Removing a timer twice is undefined.
+ * Threads: any thread, including inside any callback.
+ * Blocks: from outside a callback, until t's running callback (if any)
+ * returns and, for the last timer, until the thread has exited; so do not
+ * call it while holding a lock that a callback takes.
+ */
+int evs__hb_remove(evs__hb_timer *t);
+
+/*
+ * The service clock, in ns: CLOCK_MONOTONIC unless a test clock is set.
+ * Threads: any thread.
+ */
+int64_t evs__hb_now(void);
+
+/*
+ * Test hook: use `c` as the service clock (NULL: CLOCK_MONOTONIC again).
+ * With a test clock the thread waits without a timeout and re-reads the
+ * clock only when woken, so the test must call evs__hb_kick() or
+ * evs__hb_sync() after moving the clock.
+ * Returns 0, or EVS_EINVAL while timers exist or a thread still runs.
+ * Ownership: borrows `*c` until the clock is replaced; keep it alive.
+ * Threads: any thread.
+ */
+int evs__hb_set_clock(const struct evs__hb_clock *c);
+
+/*
+ * Wake the service thread to re-read the clock (after a test clock moved).
+ * Threads: any thread.
+ */
+void evs__hb_kick(void);
+
+/*
+ * Wake the service thread and wait until it has run every callback due at
+ * a clock reading no earlier than the clock when sync was called. With no
+ * timer left it waits for the thread to stop; with no thread it returns
+ * at once.
+ * Returns 0, or EVS_EDEADLK inside a callback (the thread would wait for
+ * itself).
+ * Threads: any thread.
+ * Blocks: while callbacks run.
+ */
+int evs__hb_sync(void);
+
+/* Test hook: 1 while a service thread exists (started, not yet stopped),
+ * else 0. Threads: any thread. */
+int evs__hb_thread_running(void);
+
+/* Test hook: make the next thread start fail, as if pthread_create had
+ * (so that EVS_ESYSTEM can be tested). Threads: any thread. */
+void evs__hb_fail_next_start(void);
+
+#endif /* EVS_HEARTBEAT_H */
