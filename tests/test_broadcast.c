@@ -6,13 +6,8 @@
 #include <string.h>
 
 #include "evstream.h"
+#include "evs_test.h"
 
-#define ASSERT_RC(call, want)                                                \
-    do {                                                                     \
-        int rc_ = (call);                                                    \
-        cr_assert_eq(rc_, (want), "%s: got %s, want %s", #call,              \
-                     evs_errname(rc_), evs_errname(want));                   \
-    } while (0)
 
 Test(broadcast, every_stream_shares_the_payload, .timeout = 30)
 {

@@ -19,13 +19,8 @@
 #include "evs_internal.h"
 #include "evstream.h"
 #include "heartbeat.h"
+#include "evs_test.h"
 
-#define ASSERT_RC(call, want)                                                \
-    do {                                                                     \
-        int rc_ = (call);                                                    \
-        cr_assert_eq(rc_, (want), "%s: got %s, want %s", #call,              \
-                     evs_errname(rc_), evs_errname(want));                   \
-    } while (0)
 
 #define SEC  1000000000LL
 #define MSEC 1000000LL
@@ -81,61 +76,6 @@ static int64_t record(void *user, int64_t now)
     return r->ret;
 }
 
-/* ---- a gate a callback can wait at ---------------------------------- */
-
-typedef struct gate {
-    pthread_mutex_t mu;
-    pthread_cond_t  cv;
-    bool            open;
-    int             waiting;
-} gate;
-
-static void gate_init(gate *g)
-{
-    pthread_mutex_init(&g->mu, NULL);
-    pthread_cond_init(&g->cv, NULL);
-    g->open = false;
-    g->waiting = 0;
-}
-
-static void gate_destroy(gate *g)
-{
-    pthread_mutex_destroy(&g->mu);
-    pthread_cond_destroy(&g->cv);
-}
-
-static void gate_pass(gate *g)
-{
-    pthread_mutex_lock(&g->mu);
-    g->waiting++;
-    pthread_cond_broadcast(&g->cv);
-    while (!g->open)
-        pthread_cond_wait(&g->cv, &g->mu);
-    g->waiting--;
-    pthread_mutex_unlock(&g->mu);
-}
-
-static void gate_open(gate *g)
-{
-    pthread_mutex_lock(&g->mu);
-    g->open = true;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-}
-
-/* Wait, at most 10 s, until a callback is blocked at the gate. */
-static void gate_wait_blocked(gate *g)
-{
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += 10;
-    pthread_mutex_lock(&g->mu);
-    while (g->waiting == 0) {
-        int rc = pthread_cond_timedwait(&g->cv, &g->mu, &dl);
-        cr_assert_neq(rc, ETIMEDOUT, "no callback reached the gate");
-    }
-    pthread_mutex_unlock(&g->mu);
-}
 
 /* ---- arguments and errors ------------------------------------------ */
 

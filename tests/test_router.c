@@ -12,13 +12,8 @@
 
 #include "evs_internal.h"
 #include "evstream.h"
+#include "evs_test.h"
 
-#define ASSERT_RC(call, want)                                                \
-    do {                                                                     \
-        int rc_ = (call);                                                    \
-        cr_assert_eq(rc_, (want), "%s: got %s, want %s", #call,              \
-                     evs_errname(rc_), evs_errname(want));                   \
-    } while (0)
 
 typedef struct got {
     atomic_ulong n;

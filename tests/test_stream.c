@@ -11,62 +11,9 @@
 
 #include "evs_internal.h"
 #include "evstream.h"
+#include "evs_test.h"
 
-#define ASSERT_RC(call, want)                                                \
-    do {                                                                     \
-        int rc_ = (call);                                                    \
-        cr_assert_eq(rc_, (want), "%s: got %s, want %s", #call,              \
-                     evs_errname(rc_), evs_errname(want));                   \
-    } while (0)
 
-/* A gate a handler can wait at, opened by the test thread. */
-typedef struct gate {
-    pthread_mutex_t mu;
-    pthread_cond_t  cv;
-    bool            open;
-    int             waiting; /* handlers currently blocked at the gate */
-} gate;
-
-static void gate_init(gate *g)
-{
-    pthread_mutex_init(&g->mu, NULL);
-    pthread_cond_init(&g->cv, NULL);
-    g->open = false;
-    g->waiting = 0;
-}
-
-static void gate_pass(gate *g)
-{
-    pthread_mutex_lock(&g->mu);
-    g->waiting++;
-    pthread_cond_broadcast(&g->cv);
-    while (!g->open)
-        pthread_cond_wait(&g->cv, &g->mu);
-    g->waiting--;
-    pthread_mutex_unlock(&g->mu);
-}
-
-static void gate_open(gate *g)
-{
-    pthread_mutex_lock(&g->mu);
-    g->open = true;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-}
-
-/* Wait (bounded) until a handler is blocked at the gate. */
-static void gate_wait_blocked(gate *g)
-{
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += 10;
-    pthread_mutex_lock(&g->mu);
-    while (g->waiting == 0) {
-        int rc = pthread_cond_timedwait(&g->cv, &g->mu, &dl);
-        cr_assert_neq(rc, ETIMEDOUT, "no handler reached the gate");
-    }
-    pthread_mutex_unlock(&g->mu);
-}
 
 /* Records what a subscription saw. */
 typedef struct seen {

@@ -1,0 +1,81 @@
+/*
+ * What several test files share: an assertion that shows error codes by
+ * name, and a gate a callback can be held at while the test thread
+ * checks what happens meanwhile. Header-only (static functions), so each
+ * test file stays a module of its own.
+ */
+#ifndef EVS_TEST_H
+#define EVS_TEST_H
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <time.h>
+
+#include "evstream.h"
+
+/* Assert an exact return code and show both names on failure. */
+#define ASSERT_RC(call, want)                                                \
+    do {                                                                     \
+        int rc_ = (call);                                                    \
+        cr_assert_eq(rc_, (want), "%s: got %s, want %s", #call,              \
+                     evs_errname(rc_), evs_errname(want));                   \
+    } while (0)
+
+/* A gate: callbacks block in gate_pass until the test opens it. */
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    bool            open;
+    int             waiting; /* callbacks blocked at the gate now */
+} gate;
+
+static inline void gate_init(gate *g)
+{
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->open = false;
+    g->waiting = 0;
+}
+
+static inline void gate_destroy(gate *g)
+{
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+}
+
+static inline void gate_pass(gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->waiting++;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    g->waiting--;
+    pthread_mutex_unlock(&g->mu);
+}
+
+static inline void gate_open(gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Wait, at most 10 s, until a callback is blocked at the gate. */
+static inline void gate_wait_blocked(gate *g)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 10;
+    pthread_mutex_lock(&g->mu);
+    while (g->waiting == 0) {
+        int rc = pthread_cond_timedwait(&g->cv, &g->mu, &dl);
+        cr_assert_neq(rc, ETIMEDOUT, "no callback reached the gate");
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
+#endif /* EVS_TEST_H */
