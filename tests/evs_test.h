@@ -11,8 +11,10 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <string.h>
 #include <time.h>
 
+#include "event.h"
 #include "evstream.h"
 
 /* Assert an exact return code and show both names on failure. */
@@ -22,6 +24,32 @@
         cr_assert_eq(rc_, (want), "%s: got %s, want %s", #call,              \
                      evs_errname(rc_), evs_errname(want));                   \
     } while (0)
+
+/* An event with every field chosen, id and timestamp included (an id
+ * makes it published), built through the event module's constructor. */
+static inline evs_event *event_of(evs_type type, const char *name, const char *topic,
+                                  evs_content content, const void *data, size_t len,
+                                  const void *meta, size_t meta_len, uint64_t id, int64_t ts)
+{
+    evs_event_parts p = {
+        .type = type,
+        .type_name = name,
+        .type_name_len = name ? strlen(name) : 0,
+        .topic = topic,
+        .topic_len = topic ? strlen(topic) : 0,
+        .content = content,
+        .data = data,
+        .len = len,
+        .meta = meta,
+        .meta_len = meta_len,
+        .timestamp = ts,
+        .id = id,
+    };
+    evs_event *ev;
+    int rc = evs__event_new(&ev, &p);
+    cr_assert_eq(rc, 0, "got %s", evs_errname(rc));
+    return ev;
+}
 
 /* A gate: callbacks block in gate_pass until the test opens it. */
 typedef struct gate {

@@ -12,6 +12,7 @@
 #include "event.h"
 #include "evs_internal.h"
 #include "mpscan.h"
+#include "evs_test.h"
 
 static size_t hex(const char *s, uint8_t *out)
 {
@@ -29,30 +30,6 @@ static size_t hex(const char *s, uint8_t *out)
     return n;
 }
 
-/* An event with every field chosen, id and timestamp included. */
-static evs_event *event_of(evs_type type, const char *name, const char *topic,
-                          evs_content content, const void *data, size_t len,
-                          const void *meta, size_t meta_len, uint64_t id, int64_t ts)
-{
-    evs_event_parts p = {
-        .type = type,
-        .type_name = name,
-        .type_name_len = name ? strlen(name) : 0,
-        .topic = topic,
-        .topic_len = topic ? strlen(topic) : 0,
-        .content = content,
-        .data = data,
-        .len = len,
-        .meta = meta,
-        .meta_len = meta_len,
-        .timestamp = ts,
-        .id = id,
-    };
-    evs_event *ev;
-    int rc = evs__event_new(&ev, &p);
-    cr_assert_eq(rc, 0, "got %s", evs_errname(rc));
-    return ev;
-}
 
 static void assert_same_event(const evs_event *a, const evs_event *b)
 {
