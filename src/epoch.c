@@ -5,7 +5,7 @@
  * deadlock: the thread joining this one may be inside a read section)
  * and unregisters the record, so the next new thread recycles it. A
  * record that still has frees pending becomes an orphan; every later
- * retire or barrier polls the orphans (under fallback_lock) and
+ * retire polls the orphans (under fallback_lock) and
  * unregisters each once its frees have run. Records are never freed.
  */
 #include "epoch.h"
@@ -146,19 +146,6 @@ void evs__epoch_retire(ck_epoch_entry_t *entry, ck_epoch_cb_t *fn)
     if (r == NULL)
         ck_epoch_call(&fallback_record, entry, fn);
     ck_epoch_poll(&fallback_record);
-    reap_orphans_locked();
-    pthread_mutex_unlock(&fallback_lock);
-}
-
-void evs__epoch_barrier(void)
-{
-    ck_epoch_record_t *r = evs__epoch_record();
-    if (r != NULL)
-        ck_epoch_barrier(r);
-    pthread_mutex_lock(&fallback_lock);
-    ck_epoch_barrier(&fallback_record);
-    for (ck_epoch_record_t *o = orphans; o != NULL; o = o->ct)
-        ck_epoch_barrier(o);
     reap_orphans_locked();
     pthread_mutex_unlock(&fallback_lock);
 }

@@ -45,8 +45,5 @@ void evs__epoch_retire(ck_epoch_entry_t *entry, ck_epoch_cb_t *fn);
  */
 void evs__epoch_reclaiming(void);
 
-/* Wait until every reader section that began before the call has ended,
- * and run this thread's due callbacks. Never call inside a section. */
-void evs__epoch_barrier(void);
 
 #endif /* EVS_EPOCH_H */

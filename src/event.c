@@ -235,11 +235,6 @@ evs_event *evs_event_ref(const evs_event *cev)
     return ev;
 }
 
-void evs__event_ref_n(const evs_event *cev, unsigned n)
-{
-    ck_pr_add_uint(&((evs_event *)cev)->refs, n);
-}
-
 void evs_event_unref(const evs_event *cev)
 {
     evs_event *ev = (evs_event *)cev;

@@ -201,13 +201,6 @@ static inline bool evs__ring_evict(struct evs_ring *r, const evs_event **ev)
     return true;
 }
 
-/* Is the next position published (consumer's cheap check)? */
-static inline bool evs__ring_ready(struct evs_ring *r)
-{
-    uint64_t h = evs_load_acquire(&r->head);
-    return evs_load_acquire(&r->slots[h & r->mask].seq) == h + 1;
-}
-
 /* Positions handed out so far (= ids issued). */
 static inline uint64_t evs__ring_claimed(struct evs_ring *r)
 {

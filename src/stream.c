@@ -18,9 +18,13 @@
  *   - A subscription's handler is called only while its `active` count
  *     is raised and its `dead` flag was seen clear after raising it;
  *     evs_unsubscribe sets `dead` and then waits for `active` to drop.
- *     Both sides use a full barrier between their store and their load
- *     (a Dekker handshake), so either the caller sees `dead` or
- *     unsubscribe sees the call in progress and waits for it.
+ *     Both sides order their store before their load (a Dekker
+ *     handshake: the dispatcher with a compiler barrier, unsubscribe
+ *     with membarrier(2), or full fences on both where the kernel lacks
+ *     it), so either the caller sees `dead` or unsubscribe sees the call
+ *     in progress and waits for it.
+ *   - TopicStreams route each event through router.c; heartbeats come
+ *     from heartbeat.c's thread; slot storage keeps events in the ring.
  *
  * No evstream lock is held while user code runs.
  */

@@ -74,13 +74,6 @@ void evs__topics_destroy(evs_topics *t)
     evs__free(t);
 }
 
-evs_topic *evs__topics_find(evs_topics *t, const char *subject, size_t len)
-{
-    struct topic_key k = {subject, len};
-    unsigned long h = CK_HS_HASH(&t->hs, key_hash, &k);
-    return ck_hs_get(&t->hs, h, &k);
-}
-
 evs_topic *evs__topics_get(evs_topics *t, const char *subject, size_t len, bool *full)
 {
     *full = false;
