@@ -679,6 +679,179 @@ typedef struct evs_sub_stats {
  */
 int evs_sub_stats_get(const evs_sub *sub, evs_sub_stats *out);
 
+/* ------------------------------------------------------------------ */
+/* SSE framing                                                         */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The text/event-stream format of the WHATWG HTML standard, section 9.2
+ * (server-sent events), in both directions: an encoder that frames events
+ * for a client and an incremental parser for the client side. Both are
+ * pure: bytes in, bytes out, no threads, clocks or sockets. SPEC.md,
+ * "SSE framing", gives every rule with its reason.
+ */
+
+/* Encoder options; zero is the default. */
+typedef struct evs_sse_opts {
+    int  retry_ms; /* 0 = no retry: line; > 0 = "retry: <ms>" (the client's
+                      reconnection time); < 0 is EVS_EINVAL */
+    bool omit_id;  /* false = "id: <evs_event_id>" when the id is not 0;
+                      true = never an id: line (the client's last event id
+                      stays as it was) */
+} evs_sse_opts;
+
+/*
+ * Frame one event, whole, into buf[0..cap):
+ *   id: <evs_event_id in decimal>      omitted when the id is 0 or opts.omit_id
+ *   event: <evs_event_type_name>       omitted for "message"
+ *   data: <line>                       one per line of the data (split at
+ *                                      LF, CRLF and lone CR); "data:" for an
+ *                                      empty line, and empty data is one
+ *                                      empty line
+ *   retry: <opts.retry_ms>             only when retry_ms > 0
+ *   <blank line>
+ * The data renders by content: text and JSON as they are; msgpack as JSON
+ * (as evs_event_to_json renders it); binary as one line of standard
+ * base64 (RFC 4648, padded). The stream is UTF-8, so invalid UTF-8 in
+ * text, JSON and the type name is written as U+FFFD, as a client would
+ * decode it anyway. The topic and metadata are not sent. A client
+ * receives the data with every line end turned into LF, and the parser
+ * below gives back exactly that. The frame is not NUL-terminated.
+ * Returns 0 with *len = the frame's size; EVS_ETOOBIG when cap is too
+ * small (buf NULL with cap 0 asks for the size), with *len = the size
+ * needed and nothing written; otherwise *len = 0 and nothing written:
+ * EVS_EINVAL (ev or len NULL, buf NULL with cap > 0, retry_ms < 0, a type
+ * name that is empty or contains CR, LF or NUL: it could inject fields
+ * into the stream), EVS_EBADMSG (msgpack data that does not render) or
+ * EVS_ENOMEM (the msgpack -> JSON scratch buffer, the only allocation).
+ * Ownership: borrows `ev`; writes into the caller's buffer.
+ * Threads: any thread once `ev` is published.
+ */
+int evs_sse_encode(const evs_event *ev, const evs_sse_opts *opts, char *buf,
+                   size_t cap, size_t *len);
+
+/*
+ * As evs_sse_encode, appending the frame to `out` (which stays
+ * NUL-terminated). Returns 0, EVS_EINVAL (as above, or out NULL),
+ * EVS_EBADMSG or EVS_ENOMEM; on error `out` is unchanged.
+ * Ownership: borrows `ev`; appends to the caller's buffer.
+ * Threads: any thread once `ev` is published; not concurrently on `out`.
+ */
+int evs_sse_encode_buf(const evs_event *ev, const evs_sse_opts *opts,
+                       evs_buf *out);
+
+/*
+ * Append a comment frame, for heartbeats that keep a connection (and the
+ * proxies on it) alive: ": <text>\n" and a blank line; ":\n\n" when len
+ * is 0. A CR, LF or CRLF in `text` starts a new comment line (": ..."),
+ * so no text can become a field; invalid UTF-8 is written as U+FFFD.
+ * Clients ignore comments; the blank line dispatches nothing between
+ * events.
+ * Returns 0, EVS_EINVAL (out NULL, text NULL with len > 0) or EVS_ENOMEM
+ * (out unchanged then).
+ * Ownership: copies `text`.
+ * Threads: not concurrently on `out`.
+ */
+int evs_sse_comment(evs_buf *out, const char *text, size_t len);
+
+typedef struct evs_sse_parser evs_sse_parser;
+
+/* One dispatched message. Every string is NUL-terminated after its
+ * length; data and event may contain NUL, id never does. */
+typedef struct evs_sse_message {
+    const char *event;     /* the event type; "message" when the event
+                              had no (or an empty) event: field */
+    size_t      event_len;
+    const char *data;      /* the data: lines' values joined with LF
+                              (empty for one empty data: line) */
+    size_t      data_len;
+    const char *id;        /* the last event id, kept across messages
+                              until an id: field changes it; "" if none */
+    size_t      id_len;
+} evs_sse_message;
+
+/* Called for each message; return 0 to go on, anything else to stop
+ * (evs_sse_parser_feed returns that value). `m` and its strings are valid
+ * only during the call. */
+typedef int (*evs_sse_message_fn)(const evs_sse_message *m, void *user);
+
+/* Parser options; zero is the default. */
+typedef struct evs_sse_parser_opts {
+    size_t max_message; /* 0 = 1 MiB; else at least 64: the most bytes one
+                           line, one id, or one message's event type plus
+                           data may hold. A message over it is dropped
+                           whole at its blank line and counted
+                           (evs_sse_parser_dropped); its id: and retry:
+                           fields still apply. Comment, unknown-field and
+                           retry lines longer than it are skipped. So
+                           memory stays bounded (a few times max_message)
+                           on any input */
+} evs_sse_parser_opts;
+
+/*
+ * Create a parser for one client's stream.
+ * Returns 0, EVS_EINVAL (out NULL, max_message 1..63 or over SIZE_MAX / 16)
+ * or EVS_ENOMEM.
+ * Ownership: the caller owns *out and must evs_sse_parser_destroy it.
+ * Threads: any thread.
+ */
+int evs_sse_parser_create(evs_sse_parser **out, const evs_sse_parser_opts *opts);
+
+/* Free the parser. Accepts NULL. Not from inside its own callback. */
+void evs_sse_parser_destroy(evs_sse_parser *p);
+
+/*
+ * Parse the next `len` bytes of the stream, exactly as the WHATWG
+ * standard's "parsing an event stream" and "interpreting an event stream"
+ * say: one leading BOM skipped at the start; lines ended by LF, CRLF or a
+ * lone CR, split anywhere across calls; the input decoded as UTF-8
+ * (invalid bytes become U+FFFD); comments skipped; one space after the
+ * colon removed; a field without a colon has an empty value; data lines
+ * joined with LF; an id containing NUL ignored; retry set only from ASCII
+ * digits; unknown fields ignored; a message dispatched at each blank line
+ * if it had a data field. A message still open when the stream ends is
+ * never dispatched (use evs_sse_parser_reset on reconnecting).
+ * Calls `fn` (NULL: messages are parsed and discarded) for each message.
+ * *used (if not NULL) gets the number of bytes consumed: all of them on
+ * success; after fn's non-zero return, those through the line end of
+ * that message's blank line; on EVS_ENOMEM, those before the line that
+ * could not be stored, with the parser as it was before that line. Either
+ * way, feeding bytes + *used next goes on exactly where it stopped.
+ * Returns 0, fn's non-zero value, EVS_EINVAL (p NULL, bytes NULL with
+ * len > 0) or EVS_ENOMEM.
+ * Ownership: copies what it keeps from `bytes`.
+ * Threads: not concurrently on one parser; fn runs on the calling thread
+ * and must not feed, reset or destroy this parser.
+ */
+int evs_sse_parser_feed(evs_sse_parser *p, const void *bytes, size_t len,
+                        size_t *used, evs_sse_message_fn fn, void *user);
+
+/*
+ * Start a new stream (a reconnection): discard the partial line and the
+ * message being built, reset the last event id buffer to "" as the
+ * standard does for each stream, and expect a BOM again. The last event
+ * id string (evs_sse_parser_last_id), the retry time and the dropped
+ * count are kept. Accepts NULL. Threads: not concurrently on `p`.
+ */
+void evs_sse_parser_reset(evs_sse_parser *p);
+
+/* The last valid retry: value in ms (capped at INT64_MAX), or -1 if none.
+ * Threads: not concurrently with feed. */
+int64_t evs_sse_parser_retry(const evs_sse_parser *p);
+
+/*
+ * The last event id string, to send as Last-Event-ID on reconnecting:
+ * "" until a dispatch (blank line) follows an id: field. NUL-terminated;
+ * *len (if not NULL) gets its length.
+ * Ownership: borrowed from `p`, valid until the next feed, reset or
+ * destroy.
+ * Threads: not concurrently with feed.
+ */
+const char *evs_sse_parser_last_id(const evs_sse_parser *p, size_t *len);
+
+/* Messages dropped for exceeding max_message. Threads: as above. */
+uint64_t evs_sse_parser_dropped(const evs_sse_parser *p);
+
 #ifdef __cplusplus
 }
 #endif

@@ -56,7 +56,7 @@ static const char hexdig[] = "0123456789abcdef";
  * of Maximal Subparts"). Ranges are those of Table 3-7, which exclude
  * overlongs, surrogates (ED A0..BF) and code points above U+10FFFF.
  */
-static long utf8_seq(const uint8_t *s, size_t n)
+long evs__utf8_seq(const uint8_t *s, size_t n)
 {
     uint8_t c = s[0];
     size_t need;
@@ -125,7 +125,7 @@ static size_t escape(char *dst, const uint8_t *s, size_t n)
             o += 6;
             i++;
         } else {
-            long k = utf8_seq(s + i, n - i);
+            long k = evs__utf8_seq(s + i, n - i);
             if (k > 0) {
                 if (dst)
                     memcpy(dst + o, s + i, (size_t)k);

@@ -23,6 +23,12 @@ int evs__json_to_msgpack(const void *p, size_t len, evs_buf *out);
  * Returns 0, EVS_EBADMSG or EVS_ENOMEM (out restored on error). */
 int evs__mp_to_json(const uint8_t *p, size_t len, evs_buf *out);
 
+/* Length of the well-formed UTF-8 sequence at s[0..n) (n >= 1), or,
+ * when it is ill-formed, the negated length of its maximal subpart (at
+ * least 1): the bytes one U+FFFD replaces, as the WHATWG UTF-8 decoder
+ * does. Shared by the JSON renderer and the SSE codec. */
+long evs__utf8_seq(const uint8_t *s, size_t n);
+
 /* Append `s` as a quoted JSON string: RFC 8259 escapes, invalid UTF-8
  * replaced by U+FFFD. Returns 0 or EVS_ENOMEM. */
 int evs__json_append_string(evs_buf *out, const void *s, size_t len);
