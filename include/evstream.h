@@ -852,6 +852,241 @@ const char *evs_sse_parser_last_id(const evs_sse_parser *p, size_t *len);
 /* Messages dropped for exceeding max_message. Threads: as above. */
 uint64_t evs_sse_parser_dropped(const evs_sse_parser *p);
 
+/* ------------------------------------------------------------------ */
+/* SSEStream                                                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The server side of server-sent events over one stream: each connected
+ * client is a set of subscriptions (topic patterns, as for TopicStream)
+ * with its own bounded lock-free mailbox, and the web layer takes whole
+ * frames from it by a read with a timeout, a readiness file descriptor,
+ * or a push callback. Clients resume from a Last-Event-ID through the
+ * stream's history, get a heartbeat comment when idle, and a slow client
+ * never blocks the stream or other clients. SPEC.md, "SSEStream", gives
+ * the design and the memory an idle client costs.
+ */
+
+typedef struct evs_sse evs_sse;               /* the SSE layer over one stream */
+typedef struct evs_sse_client evs_sse_client; /* one connected client */
+
+/* What happens when a client's mailbox is full. */
+typedef enum evs_sse_slow {
+    EVS_SSE_SLOW_DISCONNECT = 0, /* close the client: it reads what is queued,
+                                    then a final "event: disconnect" frame
+                                    whose data is the reason ("slow
+                                    consumer"), then EVS_ECLOSED */
+    EVS_SSE_SLOW_DROP_OLDEST     /* drop the oldest queued event; the client
+                                    then reads ": skipped N events" before
+                                    its next frames */
+} evs_sse_slow;
+
+/* Pass as heartbeat_ms for no heartbeat comments. */
+#define EVS_SSE_NO_HEARTBEAT (-1)
+/* The default heartbeat interval: proxies commonly drop a connection idle
+ * for 30-60 s (nginx: 60 s), and 15 s leaves two chances inside that. */
+#define EVS_SSE_HEARTBEAT_DEFAULT_MS 15000
+/* Most patterns one client may give. */
+#define EVS_SSE_MAX_PATTERNS 64u
+
+/* Options of an SSE layer; zero is the default for every field. */
+typedef struct evs_sse_stream_opts {
+    evs_sse_slow slow;    /* 0 = EVS_SSE_SLOW_DISCONNECT */
+    size_t mailbox;       /* events one client may have queued, a power of
+                             two in [2, 65536]; 0 = 64 */
+    int heartbeat_ms;     /* a ": heartbeat" comment for a client that
+                             got nothing for one to two of these
+                             intervals, then one per interval; 0 =
+                             EVS_SSE_HEARTBEAT_DEFAULT_MS;
+                             EVS_SSE_NO_HEARTBEAT = none */
+    int retry_ms;         /* > 0: each client's first frame is
+                             "retry: <ms>" (its reconnection delay);
+                             0 = none */
+} evs_sse_stream_opts;
+
+/*
+ * Create the SSE layer over `s`, which may be any stream: on a
+ * TopicStream (opts.topics) clients' patterns select subjects; on any
+ * other stream every client gets every event and patterns are not used.
+ * Returns 0, EVS_EINVAL (out or s NULL, a bad option) or EVS_ENOMEM.
+ * Ownership: the caller owns *out and must evs_sse_destroy it before
+ * destroying `s`; `s` is borrowed until then.
+ * Threads: any thread.
+ */
+int evs_sse_create(evs_sse **out, evs_stream *s, const evs_sse_stream_opts *opts);
+
+/*
+ * Stop taking clients: later connects return EVS_ECLOSED, and every
+ * connected client is closed with the reason "server shutdown" (it reads
+ * what is queued, then its final disconnect frame; nothing more is pushed
+ * to a push client). Idempotent.
+ * Returns 0 or EVS_EINVAL.
+ * Threads: any thread, including inside a push callback.
+ * Blocks: no.
+ */
+int evs_sse_close(evs_sse *sse);
+
+/*
+ * Close, then disconnect every client still connected (as
+ * evs_sse_disconnect: reads in progress return EVS_ECLOSED) and free the
+ * layer. Accepts NULL.
+ * Returns 0, or EVS_EDEADLK (and does nothing) inside a push callback of
+ * this layer.
+ * Ownership: every evs_sse_client of `sse` becomes invalid.
+ * Threads: any thread but inside a push callback; not concurrently with
+ * other calls on `sse` or its clients, except reads in progress.
+ * Blocks: while handlers, heartbeats and reads of its clients finish.
+ */
+int evs_sse_destroy(evs_sse *sse);
+
+/*
+ * A push callback: `frames` holds `len` bytes of one or more whole
+ * frames. Return 0 to go on; any other value disconnects the client
+ * (close reason "push failed"; nothing more is pushed).
+ * `frames` is valid only during the call.
+ */
+typedef int (*evs_sse_push_fn)(const char *frames, size_t len, void *user);
+
+/* How a client connects; zero is the default for every field. */
+typedef struct evs_sse_client_opts {
+    const char *const *patterns; /* npatterns subject patterns; NULL/0 = ">" */
+    size_t npatterns;            /* at most EVS_SSE_MAX_PATTERNS */
+    const char *last_event_id;   /* resume: the Last-Event-ID header as
+                                    received, decimal digits (an id this
+                                    stream handed out); NULL or "" = live
+                                    only; anything else (a sign, space,
+                                    over 2^64 - 1) is EVS_EINVAL */
+    evs_sse_push_fn push;        /* NULL = the web layer reads
+                                    (evs_sse_read, evs_sse_fd); else frames
+                                    are pushed to it, and read/fd are
+                                    EVS_EINVAL */
+    void *push_user;             /* passed to push untouched */
+} evs_sse_client_opts;
+
+/*
+ * Connect a client. Its subscriptions start now; the events they match
+ * reach it once each, in id order (the union of its patterns), as frames
+ * encoded by evs_sse_encode with ids. Stream heartbeat events become
+ * ": heartbeat" comments.
+ * With last_event_id L: first, if events after L are missing from the
+ * stream's history, an "event: gap" frame whose data is
+ * {"first":"<L+1>","last":"<last missing id>"} (ids as strings); then
+ * every retained event after L that matches, in id order; then live
+ * events, with none lost or repeated at the hand-off. An L newer than
+ * every event replays nothing.
+ * Push mode: the frames up to the hand-off are pushed from the calling
+ * thread before connect returns, later ones from the stream's dispatcher
+ * (or publishing thread, inline) and the heartbeat thread, one call at a
+ * time; a push that blocks holds up the stream, so it should only queue.
+ * Returns 0; EVS_EINVAL (out, sse or a pattern NULL, an invalid pattern
+ * on a TopicStream, too many patterns, a bad last_event_id); EVS_ECLOSED
+ * after evs_sse_close or the stream's close; EVS_EDEADLK (resuming inside
+ * a handler of the stream, which would wait for itself); EVS_ENOMEM;
+ * EVS_ESYSTEM (the heartbeat thread could not start).
+ * Ownership: copies the patterns and the id; `push_user` must live until
+ * evs_sse_disconnect returns. *out belongs to the layer: free it with
+ * evs_sse_disconnect (or evs_sse_destroy).
+ * Threads: any thread, concurrently with publishers and other clients.
+ * Blocks: with last_event_id, until the stream has delivered what it
+ * accepted before the call (as evs_stream_flush).
+ */
+int evs_sse_connect(evs_sse_client **out, evs_sse *sse, const evs_sse_client_opts *opts);
+
+/*
+ * Read whole frames into buf[0..cap): as many as fit, in order. Waits up
+ * to `timeout_ms` (0 = do not wait, EVS_FOREVER = no limit) for the
+ * first one.
+ * Returns the number of bytes (> 0; never part of a frame); 0 when the
+ * timeout passed with nothing to read; EVS_ETOOBIG when the next frame
+ * alone does not fit in cap (nothing is consumed: evs_sse_next_size gives
+ * its size, and the next read returns it first); EVS_ECLOSED once a
+ * closed client's final frame has been read, or when evs_sse_disconnect
+ * or evs_sse_destroy is called meanwhile; EVS_EINVAL (c NULL, buf NULL
+ * with cap > 0, a push-mode client); EVS_ENOMEM (rendering msgpack data;
+ * the frame stays queued).
+ * Ownership: writes into the caller's buffer; the frames are not
+ * NUL-terminated.
+ * Threads: one reader at a time per client; concurrently with the
+ * stream's threads and with evs_sse_disconnect.
+ * Blocks: up to timeout_ms.
+ */
+int evs_sse_read(evs_sse_client *c, char *buf, size_t cap, int timeout_ms);
+
+/*
+ * The size of the frame the last evs_sse_read refused with EVS_ETOOBIG,
+ * or 0 when there is none.
+ * Threads: the client's reader.
+ */
+size_t evs_sse_next_size(const evs_sse_client *c);
+
+/*
+ * A readiness descriptor for event loops (epoll, libuv, libevent,
+ * libmicrohttpd): an eventfd, made on the first call, that is readable
+ * while the client may have frames (or its close) to read, and is reset
+ * by the evs_sse_read that finds nothing left. Wait for it to be
+ * readable, then evs_sse_read with timeout 0; do not read the descriptor
+ * itself. Frames cost no system call per event once it is readable.
+ * Returns the descriptor (>= 0), EVS_EINVAL (c NULL or push mode), or
+ * EVS_ESYSTEM (eventfd failed).
+ * Ownership: the client owns it and closes it in evs_sse_disconnect;
+ * remove it from your loop first, and never close it yourself.
+ * Threads: the client's reader.
+ */
+int evs_sse_fd(evs_sse_client *c);
+
+/*
+ * Disconnect and free the client. A read in progress on another thread
+ * returns EVS_ECLOSED; once it returns, no handler, heartbeat or push
+ * callback for `c` runs, and push_user may be freed. Accepts NULL.
+ * Returns 0, or EVS_EDEADLK (and does nothing) inside this client's push
+ * callback: return non-zero from it instead.
+ * Ownership: `c` is invalid afterwards; start no call on it meanwhile.
+ * Threads: any thread, including inside a handler of the stream or
+ * another client's push callback.
+ * Blocks: while a handler, heartbeat or read of `c` finishes.
+ */
+int evs_sse_disconnect(evs_sse_client *c);
+
+/* The layer's counters, a plain-data snapshot. */
+typedef struct evs_sse_stats {
+    uint64_t clients;           /* connected now */
+    uint64_t connects;          /* successful evs_sse_connect calls */
+    uint64_t disconnected_slow; /* clients closed by EVS_SSE_SLOW_DISCONNECT */
+    uint64_t skipped;           /* events a client lost to DROP_OLDEST (or to
+                                   memory or rendering failure), each
+                                   announced by a skipped comment */
+    uint64_t replayed;          /* events replayed to resuming clients */
+    uint64_t gaps;              /* resumes from before the history (each
+                                   answered with a gap frame) */
+    uint64_t heartbeats;        /* heartbeat comments for idle clients */
+    uint64_t frames;            /* frames handed to the web layer (read or
+                                   pushed), comments included */
+} evs_sse_stats;
+
+/*
+ * Read the layer's counters. Each is exact, read one by one.
+ * Returns 0 or EVS_EINVAL. Threads: any thread.
+ */
+int evs_sse_stats_get(evs_sse *sse, evs_sse_stats *out);
+
+/* One client's counters and state. */
+typedef struct evs_sse_client_stats {
+    uint64_t frames;          /* frames handed out */
+    uint64_t skipped;         /* events it lost (see evs_sse_stats) */
+    uint64_t replayed;        /* events replayed when it connected */
+    uint64_t heartbeats;      /* heartbeat comments it got for idleness */
+    uint64_t queued;          /* entries waiting in its mailbox */
+    const char *close_reason; /* NULL while open; else "slow consumer",
+                                 "server shutdown" or "push failed" (a
+                                 string literal) */
+} evs_sse_client_stats;
+
+/*
+ * Read a client's counters. Returns 0 or EVS_EINVAL.
+ * Threads: any thread, until evs_sse_disconnect.
+ */
+int evs_sse_client_stats_get(const evs_sse_client *c, evs_sse_client_stats *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -10,8 +10,11 @@
  *   4. evs_stream.hist_lock     the history ring
  *   (heartbeat.c's service mutex is never held while calling into a
  *   stream, nor taken under any of these.)
- * Nothing else in the library is a lock: the publish and dispatch paths
- * are lock-free (SPEC.md, "Threading and memory model").
+ *   evs_sse.lock (an SSE layer's client list) and evs_sse.handoff (a
+ *   push client's replay hand-off) are leaves: nothing is called into
+ *   while either is held.
+ * Nothing else in the library is a lock: the publish, dispatch and SSE
+ * delivery paths are lock-free (SPEC.md, "Threading and memory model").
  */
 #ifndef EVS_INTERNAL_H
 #define EVS_INTERNAL_H

@@ -38,6 +38,7 @@
 #include "heartbeat.h"
 #include "ring.h"
 #include "router.h"
+#include "stream.h"
 #include "subject.h"
 #include "wait.h"
 
@@ -1032,6 +1033,14 @@ int evs_unsubscribe(evs_sub *sub)
 }
 
 const char *evs_sub_pattern(const evs_sub *sub) { return sub->pattern; }
+
+uint64_t evs__stream_ids_issued(evs_stream *s) { return ids_issued(s); }
+
+bool evs__stream_has_topics(const evs_stream *s) { return s->router != NULL; }
+
+size_t evs__stream_history_cap(const evs_stream *s) { return s->hist_cap; }
+
+bool evs__stream_is_inline(const evs_stream *s) { return is_inline(s); }
 
 int evs_sub_stats_get(const evs_sub *csub, evs_sub_stats *out)
 {
