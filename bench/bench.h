@@ -67,6 +67,9 @@ typedef struct bench_params {
     const void *arg;  /* the side's bench_side.arg (set by main.c) */
 } bench_params;
 
+/* How a side's second figure (bench_result.extra) is shown. */
+enum { BENCH_EXTRA_NONE = 0, BENCH_EXTRA_RATE, BENCH_EXTRA_NS };
+
 /* One repetition's results. */
 typedef struct bench_result {
     double   rate;      /* RATE: received messages or deliveries per second */
@@ -78,6 +81,12 @@ typedef struct bench_result {
     size_t   nsamples;  /* LATENCY: samples written */
     size_t   cap;       /* LATENCY: room in `samples` */
     char     note[200]; /* failure message, or a remark for the table */
+    /* A second figure, shown beside the side's name as the median over
+     * the repetitions, e.g. "(31.2 M deliveries/s)": extra_kind says
+     * how to format it (a rate, or ns), extra_label what it counts. */
+    double      extra;
+    int         extra_kind; /* BENCH_EXTRA_* */
+    const char *extra_label;
 } bench_result;
 
 typedef int (*bench_fn)(const bench_params *p, bench_result *r);
@@ -101,7 +110,8 @@ typedef enum bench_metric {
     GOAL_RATIO_MIN,    /* median rate ratio vs cmp[cmp] >= value */
     GOAL_P50_RATIO_MAX,/* median p50 ratio (evstream / cmp[cmp]) <= value */
     GOAL_P999_MAX_NS,  /* evstream p99.9 (all samples) < value ns */
-    GOAL_CPU_MAX_PCT   /* evstream idle CPU < value % */
+    GOAL_CPU_MAX_PCT,  /* evstream idle CPU < value % */
+    GOAL_RATE_MIN      /* evstream median rate >= value (per second) */
 } bench_metric;
 
 /*
@@ -115,6 +125,8 @@ typedef struct bench_goal {
     int          cmp;    /* index into cmp[] for ratio goals (no family) */
     double       value;
     const char  *family; /* ratio goals: against this family's fastest */
+    unsigned     variants; /* bit v set: check for variant [v + 1] only;
+                              0 = every variant */
 } bench_goal;
 
 /* A row of the scenario table. */
@@ -231,6 +243,22 @@ int bench_verify(bench_result *r, const char *who, const bench_tally *t,
 int scn_stream_rate(const bench_params *p, bench_result *r);
 int scn_stream_latency(const bench_params *p, bench_result *r);
 int scn_stream_idle(const bench_params *p, bench_result *r);
+
+/* scn_topic.c: TopicStream routing. scn_topic_rate runs the
+ * configuration bench_params.arg points to (one of the topic_cfg objects
+ * below); scn_topic_naive is the reference that scans every pattern. */
+typedef struct topic_cfg topic_cfg;
+int scn_topic_rate(const bench_params *p, bench_result *r);
+int scn_topic_naive(const bench_params *p, bench_result *r);
+/* publish flat out, 10,000 subscriptions, working set of 1,000 or
+ * 100,000 subjects, cache warm */
+extern const topic_cfg scn_t_pub_1k, scn_t_pub_100k;
+/* the dispatcher alone on one CPU, same working sets */
+extern const topic_cfg scn_t_drain_1k, scn_t_drain_100k;
+/* topic_cache = 1: every route a miss */
+extern const topic_cfg scn_t_pub_cold, scn_t_drain_cold;
+/* every subject new to the stream, 10,000 or 1,000 subscriptions */
+extern const topic_cfg scn_t_new_10k, scn_t_new_1k;
 
 /* cmp_zmq.c: ZeroMQ inproc XPUB/SUB, lossless (XPUB_NODROP, HWM 4096,
  * one receiver thread) */

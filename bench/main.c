@@ -299,6 +299,10 @@ struct side_run {
     int64_t *pool;             /* latency: all samples */
     size_t   npool;
     double   p50, p99, p999;   /* latency: over the pool */
+    double   extra[MAX_REPS];  /* the side's second figure per round */
+    int      nextra;
+    int      extra_kind;       /* BENCH_EXTRA_*, from the last round */
+    const char *extra_label;
 };
 
 struct scn_run {
@@ -378,6 +382,11 @@ static void run_side(struct scn_run *run, int i, double seconds, bool record)
         snprintf(sr->note, sizeof(sr->note), "%s", r.note);
     sr->drops += r.drops;
     sr->received += r.received;
+    if (r.extra_kind != BENCH_EXTRA_NONE) {
+        sr->extra[sr->nextra++] = r.extra;
+        sr->extra_kind = r.extra_kind;
+        sr->extra_label = r.extra_label;
+    }
     switch (sc->kind) {
     case BENCH_RATE:
         sr->value[sr->n] = r.rate;
@@ -541,10 +550,19 @@ static void goal_title(const struct scn_run *run, const bench_goal *g, char *buf
     case GOAL_CPU_MAX_PCT:
         snprintf(buf, n, "idle CPU < %g%% of a core", g->value);
         break;
+    case GOAL_RATE_MIN:
+        snprintf(buf, n, "%s >= %g M/s", run->sc->unit, g->value / 1e6);
+        break;
     case GOAL_NONE:
         buf[0] = 0;
         break;
     }
+}
+
+/* Whether goal `g` is checked for evstream variant `v` (0-based). */
+static bool goal_applies(const bench_goal *g, int v)
+{
+    return g->variants == 0 || (g->variants >> v & 1u) != 0;
 }
 
 /* Check goal `g` for evstream variant `v`. */
@@ -578,6 +596,11 @@ static void eval_goal(const struct scn_run *run, const bench_goal *g, int v,
         out->value = median(e->value, e->n);
         out->met = out->known && out->value < g->value;
         break;
+    case GOAL_RATE_MIN:
+        out->known = e->status == BENCH_OK && e->n > 0;
+        out->value = median(e->value, e->n);
+        out->met = out->known && out->value >= g->value;
+        break;
     }
 }
 
@@ -609,6 +632,13 @@ static void goal_verdict(const bench_goal *g, const struct goal_eval *ge, char *
         break;
     case GOAL_CPU_MAX_PCT:
         snprintf(buf, n, "%s (%.3f%%)", v, ge->value);
+        break;
+    case GOAL_RATE_MIN:
+        if (ge->met)
+            snprintf(buf, n, "%s (%.2f M/s)", v, ge->value / 1e6);
+        else
+            snprintf(buf, n, "%s (%.2f M/s; needs %.2fx more)", v, ge->value / 1e6,
+                     g->value / ge->value);
         break;
     case GOAL_NONE:
         buf[0] = 0;
@@ -668,6 +698,25 @@ static void fmt_side(const struct scn_run *run, const struct side_run *sr, char 
     }
 }
 
+/* The side's second figure, median over the rounds: "31.2 M
+ * deliveries/s", "812 ns per new subject"; "" when it has none. */
+static void fmt_extra(const struct side_run *sr, char *buf, size_t n)
+{
+    double m = median(sr->extra, sr->nextra);
+    const char *label = sr->extra_label ? sr->extra_label : "";
+    buf[0] = 0;
+    if (sr->nextra == 0 || sr->status != BENCH_OK)
+        return;
+    if (sr->extra_kind == BENCH_EXTRA_NS)
+        snprintf(buf, n, "%.0f ns %s", m, label);
+    else if (m >= 1e6)
+        snprintf(buf, n, "%.2f M %s", m / 1e6, label);
+    else if (m >= 1e3)
+        snprintf(buf, n, "%.1f k %s", m / 1e3, label);
+    else
+        snprintf(buf, n, "%.0f %s", m, label);
+}
+
 static void fmt_c2c(const struct scn_run *run, char *buf, size_t n)
 {
     double lo = INFINITY, hi = 0;
@@ -717,15 +766,18 @@ static void print_table_rows(const struct scn_run *run)
 
     fmt_c2c(run, c2c, sizeof(c2c));
     snprintf(unit, sizeof(unit), "  %s", sc->kind == BENCH_LATENCY ? "p50/99/99.9" : sc->unit);
+    int line = 0; /* lines printed for this scenario */
     for (int i = 0; i < run->nsides; i++) {
         const struct side_run *c = &run->side[i];
+        char extra[64];
         size_t k = 0;
         fmt_side(run, c, fig, sizeof(fig));
         ratios[0] = 0;
         for (int v = 0; i >= run->nevs && v < run->nevs; v++) {
             char one[32];
+            double m = c->nratio[v] > 0 ? median(c->ratio[v], c->nratio[v]) : 0;
             if (c->nratio[v] > 0)
-                snprintf(one, sizeof(one), "%.2fx", median(c->ratio[v], c->nratio[v]));
+                snprintf(one, sizeof(one), m >= 100 ? "%.0fx" : "%.2fx", m);
             else
                 snprintf(one, sizeof(one), "-");
             k += (size_t)snprintf(ratios + k, sizeof(ratios) - k, "%-8s", one);
@@ -740,10 +792,18 @@ static void print_table_rows(const struct scn_run *run)
             snprintf(name, sizeof(name), "%s%s (%s)", num, label, c->note);
         else
             snprintf(name, sizeof(name), "%s%s", num, label);
-        print_row(i == 0 ? sc->name : (i == 1 ? unit : ""), name, fig, i == 0 ? c2c : "",
-                  ratios);
+        print_row(line == 0 ? sc->name : (line == 1 ? unit : ""), name, fig,
+                  line == 0 ? c2c : "", ratios);
+        line++;
+        /* A second figure goes on a line of its own, under the side. */
+        fmt_extra(c, extra, sizeof(extra));
+        if (extra[0] != 0) {
+            snprintf(name, sizeof(name), "%*s= %s", i < run->nevs ? 4 : 2, "", extra);
+            print_row(line == 1 ? unit : "", name, "", "", "");
+            line++;
+        }
     }
-    if (run->nsides == 1)
+    if (line == 1)
         print_row(unit, "", "", "", "");
     for (int g = 0; g < BENCH_MAX_GOALS; g++) {
         const bench_goal *goal = &sc->goals[g];
@@ -751,7 +811,13 @@ static void print_table_rows(const struct scn_run *run)
         char verdict[160];
         if (goal->metric == GOAL_NONE)
             continue;
-        eval_goal(run, goal, 0, &ge);
+        int napply = 0, only = 0;
+        for (int v = 0; v < run->nevs; v++)
+            if (goal_applies(goal, v)) {
+                napply++;
+                only = v;
+            }
+        eval_goal(run, goal, only, &ge);
         if (run->nevs == 1) {
             goal_verdict(goal, &ge, verdict, sizeof(verdict));
             printf("%-14s goal: %s: %s\n", "", ge.text, verdict);
@@ -759,6 +825,8 @@ static void print_table_rows(const struct scn_run *run)
         }
         printf("%-14s goal: %s:\n", "", ge.text);
         for (int v = 0; v < run->nevs; v++) {
+            if (!goal_applies(goal, v))
+                continue;
             eval_goal(run, goal, v, &ge);
             goal_verdict(goal, &ge, verdict, sizeof(verdict));
             printf("%-14s   [%d] %s\n", "", v + 1, verdict);
@@ -828,6 +896,13 @@ static void json_side(const struct scn_run *run, const struct side_run *sr, bool
     if (run->sc->kind == BENCH_RATE)
         printf(",\"received\":%llu,\"drops\":%llu", (unsigned long long)sr->received,
                (unsigned long long)sr->drops);
+    if (sr->nextra > 0) {
+        printf(",\"extra\":{\"label\":");
+        json_str(sr->extra_label ? sr->extra_label : "");
+        printf(",\"unit\":\"%s\",\"median\":", sr->extra_kind == BENCH_EXTRA_NS ? "ns" : "/s");
+        json_num(median(sr->extra, sr->nextra));
+        printf("}");
+    }
     if (sr->side->family != NULL) {
         printf(",\"family\":");
         json_str(sr->side->family);
@@ -902,6 +977,8 @@ static void print_json(const struct scn_run *run)
             continue;
         for (int v = 0; v < run->nevs; v++) {
             struct goal_eval ge;
+            if (!goal_applies(&sc->goals[g], v))
+                continue;
             eval_goal(run, &sc->goals[g], v, &ge);
             printf("%s{\"goal\":", first ? "" : ",");
             json_str(ge.text);

@@ -35,6 +35,19 @@
 #define GOAL(metric_, cmp_, v)   {.metric = (metric_), .cmp = (cmp_), .value = (v)}
 #define GOAL_VS(metric_, fam, v) {.metric = (metric_), .value = (v), .family = (fam)}
 #define NO_GOAL                  {.metric = GOAL_NONE}
+/* An absolute rate goal checked only for the variants in `mask` (bit
+ * v for variant [v + 1]). */
+#define GOAL_RATE(v, mask)       {.metric = GOAL_RATE_MIN, .value = (v), .variants = (mask)}
+
+/*
+ * TopicStream sides (scn_topic.c): 100,000 subjects "t.<R>.<K>", 10,000
+ * wildcard subscriptions, 2.89 matches per event. "publish": events
+ * published flat out, dispatcher on another CPU; "dispatcher alone":
+ * the dispatcher routes a queued batch with the publisher asleep, both
+ * on one CPU (the routing capacity of one core).
+ */
+#define TOPIC(label, cfg)  {.name = (label), .run = scn_topic_rate, .arg = &(cfg)}
+#define TOPIC_NAIVE        SIDE("naive scan of 10,000 patterns", scn_topic_naive)
 
 /*
  * Comparisons used by several rows. The ZeroMQ ones form the "zmq"
@@ -109,6 +122,33 @@ const bench_scenario bench_scenarios[] = {
      EVS_1PUB_BIG,
      {ZMQ, ZMQ_PUB, MUTEX, RING_PA, RING_MA},
      {NO_GOAL}},
+
+    /* Routing has no comparison library; the naive scan shows what
+     * matching every pattern per event would cost. */
+    {"topic-warm", "TopicStream, 10,000 wildcard subs, route cache warm", "events/s",
+     BENCH_RATE, {.pubs = 1, .wait = EVS_WAIT_PARK}, 0.4, 0,
+     {TOPIC("publish, 1k subjects (park)", scn_t_pub_1k),
+      TOPIC("publish, 100k subjects (park)", scn_t_pub_100k),
+      TOPIC("dispatcher alone, 1k subjects, 1 CPU", scn_t_drain_1k),
+      TOPIC("dispatcher alone, 100k subjects, 1 CPU", scn_t_drain_100k)},
+     {TOPIC_NAIVE},
+     {GOAL_RATE(10e6, 0xc)}},
+
+    {"topic-cold", "TopicStream, 10,000 wildcard subs, cache of 1: every route a miss",
+     "events/s", BENCH_RATE, {.pubs = 1, .wait = EVS_WAIT_PARK}, 0.4, 0,
+     {TOPIC("publish, 100k subjects (park)", scn_t_pub_cold),
+      TOPIC("dispatcher alone, 100k subjects, 1 CPU", scn_t_drain_cold)},
+     {TOPIC_NAIVE},
+     {NO_GOAL}},
+
+    /* O(tokens), not O(subscriptions): both sets route these subjects to
+     * the same subscriptions; the larger has 9,000 more patterns on the
+     * path each match walks. */
+    {"topic-new", "TopicStream, every subject new: 10,000 vs 1,000 subs", "subjects/s",
+     BENCH_RATE, {.pubs = 1, .wait = EVS_WAIT_PARK}, 0.4, 0,
+     {TOPIC("dispatcher alone, 10,000 subs, 1 CPU", scn_t_new_10k)},
+     {TOPIC("dispatcher alone, 1,000 subs, 1 CPU", scn_t_new_1k)},
+     {GOAL(GOAL_RATIO_MIN, 0, 0.5)}},
 };
 
 const size_t bench_nscenarios = sizeof(bench_scenarios) / sizeof(bench_scenarios[0]);
