@@ -47,7 +47,7 @@ LIB_SO   := $(BUILD)/libevstream.so.$(VERSION)
 TEST_BIN := $(BUILD)/test-evstream
 DEPS_OK  := $(BUILD)/.deps-ok
 
-.PHONY: all lib test examples run asan tsan bench install uninstall clean help deps check-examples
+.PHONY: all lib test examples test-sse run asan tsan bench install uninstall clean help deps check-examples
 .DEFAULT_GOAL := all
 
 all: lib $(BUILD)/evstream-demo
@@ -59,6 +59,7 @@ help:
 	@echo "make run        build and run the demo (main job)"
 	@echo "make test       build and run the Criterion suite"
 	@echo "make examples   build every example and check its output"
+	@echo "make test-sse   serve SSE with examples/sse_server and read it with curl"
 	@echo "make asan       run the suite under AddressSanitizer + UBSan"
 	@echo "make tsan       run the suite under ThreadSanitizer"
 	@echo "make bench      build and run the benchmark"
@@ -125,12 +126,21 @@ bench:
 	ln -sf bench/evs-bench build/evs-bench
 	build/evs-bench $(BENCH_ARGS)
 
+# Examples that serve HTTP also link libmicrohttpd; the others only the library.
+MHD_EXAMPLES := $(BUILD)/examples/sse_server
+$(MHD_EXAMPLES): EX_CFLAGS = $(shell pkg-config --cflags libmicrohttpd)
+$(MHD_EXAMPLES): EX_LIBS = $(shell pkg-config --libs libmicrohttpd)
+
 $(BUILD)/examples/%: examples/%.c $(LIB_A)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB_A) $(LDFLAGS_ALL) $(PKG_LIBS)
+	$(CC) $(CFLAGS_ALL) $(EX_CFLAGS) -o $@ $< $(LIB_A) $(LDFLAGS_ALL) $(PKG_LIBS) $(EX_LIBS)
 
 examples: $(EXAMPLES)
 	@scripts/check-examples.sh $(BUILD)/examples
+
+# The SSE server, black-box: curl reads its stream on a loopback port.
+test-sse: $(BUILD)/examples/sse_server
+	tests/sse_server_test.sh $<
 
 $(BUILD)/evstream-demo: $(BUILD)/examples/demo
 	cp $< $@

@@ -8,6 +8,7 @@ fail=0
 for bin in "$dir"/*; do
     [ -x "$bin" ] || continue
     name=$(basename "$bin")
+    bad=0
     out=$(timeout 60 "$bin" 2>&1)
     rc=$?
     if [ $rc -ne 0 ]; then
@@ -18,12 +19,16 @@ for bin in "$dir"/*; do
         while IFS= read -r line; do
             [ -n "$line" ] || continue
             if ! printf '%s\n' "$out" | grep -qF -- "$line"; then
-                echo "example $name: missing line: $line"; fail=1
+                echo "example $name: missing line: $line"; bad=1
             fi
         done < "$exp"
     else
-        echo "example $name: no $exp"; fail=1
+        echo "example $name: no $exp"; bad=1
     fi
-    [ $fail -eq 0 ] && echo "example $name: ok"
+    if [ $bad -eq 0 ]; then
+        echo "example $name: ok"
+    else
+        fail=1
+    fi
 done
 exit $fail

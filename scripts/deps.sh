@@ -19,6 +19,12 @@ check jansson libjansson-dev
 case "$what" in
   test|all|sanitizers) check criterion libcriterion-dev ;;
 esac
+# examples/sse_server serves HTTP with libmicrohttpd; make test-sse reads
+# it with curl (make examples and make asan build it).
+case "$what" in
+  test|all|sanitizers) check libmicrohttpd libmicrohttpd-dev
+                       command -v curl >/dev/null 2>&1 || need_pkgs="$need_pkgs curl" ;;
+esac
 case "$what" in
   bench|all) check libzmq libzmq3-dev
              [ -f /usr/include/nng/nng.h ] || need_pkgs="$need_pkgs libnng-dev" ;;

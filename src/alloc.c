@@ -31,7 +31,7 @@ bool evs__alloc_should_fail(void)
 
 long evs__alloc_fail_after(long k)
 {
-    long n = (long)ck_pr_fas_64(&attempts, 0);
+    long n = (long)evs_xchg(&attempts, 0);
     evs_store(&fail_countdown, k < 0 ? -1 : (int64_t)k);
     return n;
 }

@@ -79,6 +79,9 @@ int64_t evs__now_coarse_ns(void);
 #define evs_load_acquire(p)    __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define evs_store(p, v)        __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 #define evs_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+/* Atomic exchange. ck_pr_fas is a volatile load plus a CAS loop under
+ * CK_USE_CC_BUILTINS, whose load TSan reports as a race. */
+#define evs_xchg(p, v)         __atomic_exchange_n((p), (v), __ATOMIC_ACQ_REL)
 
 /* Pause inside a spin loop (ck_pr_stall: `pause` on x86). */
 static inline void evs__cpu_relax(void) { ck_pr_stall(); }

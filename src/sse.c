@@ -159,7 +159,7 @@ static _Thread_local evs_sse_client *tl_push;
 
 static void signal_fd(evs_sse_client *c, int fd)
 {
-    if (evs_load(&c->signaled) == 0 && ck_pr_fas_uint(&c->signaled, 1) == 0) {
+    if (evs_load(&c->signaled) == 0 && evs_xchg(&c->signaled, 1) == 0) {
         uint64_t one = 1;
         /* Cannot fail short of the counter reaching 2^64 - 2. */
         ssize_t w = write(fd, &one, sizeof one);
@@ -485,7 +485,7 @@ static void push_event(evs_sse_client *c, const evs_event *ev)
         char small[64];
         lose(c, 1);
         int n = snprintf(small, sizeof small, ": skipped %" PRIu64 " events\n\n",
-                         ck_pr_fas_64(&c->skipped_pending, 0));
+                         evs_xchg(&c->skipped_pending, 0));
         push_frame(c, small, (size_t)n);
     }
     evs__free(big);
@@ -893,7 +893,7 @@ static void fd_settle(evs_sse_client *c)
     uint64_t v;
     ssize_t r = read(fd, &v, sizeof v); /* EAGAIN when already 0 */
     (void)r;
-    ck_pr_fas_uint(&c->signaled, 0);
+    evs_xchg(&c->signaled, 0);
     ck_pr_fence_memory();
     if (!nothing_pending(c))
         signal_fd(c, fd);
