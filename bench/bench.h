@@ -52,7 +52,10 @@ enum { BENCH_OK = 0, BENCH_NOT_BUILT = 1, BENCH_FAIL = -1 };
 typedef enum bench_kind {
     BENCH_RATE,    /* messages (or deliveries) per second, higher is better */
     BENCH_LATENCY, /* one-way publish -> receive ns, samples, lower is better */
-    BENCH_IDLE     /* % of one core used while nothing is published */
+    BENCH_IDLE,    /* % of one core used while nothing is published */
+    BENCH_VALUE    /* a measured quantity in the scenario's unit (bytes per
+                      client...), in bench_result.rate; run once; lower is
+                      better */
 } bench_kind;
 
 /* One repetition's parameters. The table fills all but `seconds`. */
@@ -111,7 +114,8 @@ typedef enum bench_metric {
     GOAL_P50_RATIO_MAX,/* median p50 ratio (evstream / cmp[cmp]) <= value */
     GOAL_P999_MAX_NS,  /* evstream p99.9 (all samples) < value ns */
     GOAL_CPU_MAX_PCT,  /* evstream idle CPU < value % */
-    GOAL_RATE_MIN      /* evstream median rate >= value (per second) */
+    GOAL_RATE_MIN,     /* evstream median rate >= value (per second) */
+    GOAL_VALUE_MAX     /* evstream median value (BENCH_VALUE) <= value */
 } bench_metric;
 
 /*
@@ -281,5 +285,12 @@ int cmp_mutex_latency(const bench_params *p, bench_result *r);
 int cmp_ckring_prealloc_rate(const bench_params *p, bench_result *r);
 int cmp_ckring_malloc_rate(const bench_params *p, bench_result *r);
 int cmp_ckring_latency(const bench_params *p, bench_result *r);
+
+/* SSE scenarios (scn_sse.c). */
+int scn_sse_encode_rate(const bench_params *p, bench_result *r);
+int scn_sse_memcpy_rate(const bench_params *p, bench_result *r);
+int scn_sse_idle_memory(const bench_params *p, bench_result *r);
+extern const int scn_sse_json;    /* side arg: events with JSON data */
+extern const int scn_sse_msgpack; /* side arg: msgpack data rendered as JSON */
 
 #endif /* EVS_BENCH_H */

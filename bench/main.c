@@ -394,6 +394,9 @@ static void run_side(struct scn_run *run, int i, double seconds, bool record)
     case BENCH_IDLE:
         sr->value[sr->n] = r.cpu_pct;
         break;
+    case BENCH_VALUE:
+        sr->value[sr->n] = r.rate;
+        break;
     case BENCH_LATENCY:
         bench_sort_i64(r.samples, r.nsamples);
         sr->value[sr->n] = (double)bench_percentile(r.samples, r.nsamples, 50);
@@ -423,7 +426,7 @@ static void run_scenario(struct scn_run *run, const bench_scenario *sc)
         seconds = sc->fixed_seconds;
         reps = 1;
     }
-    if (sc->kind == BENCH_IDLE)
+    if (sc->kind == BENCH_IDLE || sc->kind == BENCH_VALUE)
         reps = cfg.reps_set ? cfg.reps : 1; /* nothing to interleave with */
     run->seconds = seconds;
     for (int i = 0; i < run->nsides; i++) {
@@ -441,7 +444,7 @@ static void run_scenario(struct scn_run *run, const bench_scenario *sc)
 
     /* Warm-up: one short unrecorded run of each side (allocator arenas,
      * page faults, lazy binding). */
-    if (sc->kind != BENCH_IDLE)
+    if (sc->kind != BENCH_IDLE && sc->kind != BENCH_VALUE)
         for (int i = 0; i < run->nsides; i++)
             run_side(run, i, seconds * 0.1 < 0.05 ? 0.05 : seconds * 0.1, false);
 
@@ -553,6 +556,9 @@ static void goal_title(const struct scn_run *run, const bench_goal *g, char *buf
     case GOAL_RATE_MIN:
         snprintf(buf, n, "%s >= %g M/s", run->sc->unit, g->value / 1e6);
         break;
+    case GOAL_VALUE_MAX:
+        snprintf(buf, n, "%s <= %g", run->sc->unit, g->value);
+        break;
     case GOAL_NONE:
         buf[0] = 0;
         break;
@@ -601,6 +607,11 @@ static void eval_goal(const struct scn_run *run, const bench_goal *g, int v,
         out->value = median(e->value, e->n);
         out->met = out->known && out->value >= g->value;
         break;
+    case GOAL_VALUE_MAX:
+        out->known = e->status == BENCH_OK && e->n > 0;
+        out->value = median(e->value, e->n);
+        out->met = out->known && out->value <= g->value;
+        break;
     }
 }
 
@@ -639,6 +650,9 @@ static void goal_verdict(const bench_goal *g, const struct goal_eval *ge, char *
         else
             snprintf(buf, n, "%s (%.2f M/s; needs %.2fx more)", v, ge->value / 1e6,
                      g->value / ge->value);
+        break;
+    case GOAL_VALUE_MAX:
+        snprintf(buf, n, "%s (%.0f)", v, ge->value);
         break;
     case GOAL_NONE:
         buf[0] = 0;
@@ -694,6 +708,9 @@ static void fmt_side(const struct scn_run *run, const struct side_run *sr, char 
         break;
     case BENCH_IDLE:
         snprintf(buf, n, "%.3f%% core", median(sr->value, sr->n));
+        break;
+    case BENCH_VALUE:
+        snprintf(buf, n, "%.0f %s", median(sr->value, sr->n), run->sc->unit);
         break;
     }
 }

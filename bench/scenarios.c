@@ -21,6 +21,7 @@
  * dominate).
  */
 #define VARIANT(label, v) {.name = (label), .run = scn_stream_rate, .arg = &(v)}
+#define VARIANT_FN(label, fn, a) {.name = (label), .run = (fn), .arg = (a)}
 #define EVS_PUBLISH  VARIANT("evstream publish (park)", scn_v_publish)
 #define EVS_MOVE     VARIANT("evstream 1-publisher move (park)", scn_v_move)
 #define EVS_MOVE_NOH VARIANT("evstream 1-pub move, no history (park)", scn_v_move_nohist)
@@ -149,6 +150,18 @@ const bench_scenario bench_scenarios[] = {
      {TOPIC("dispatcher alone, 10,000 subs, 1 CPU", scn_t_new_10k)},
      {TOPIC("dispatcher alone, 1,000 subs, 1 CPU", scn_t_new_1k)},
      {GOAL(GOAL_RATIO_MIN, 0, 0.5)}},
+    {"sse-encode", "SSE frame encoding, 64 ticker events (~200 B frames)", "bytes/s", BENCH_RATE,
+     {.pubs = 1, .subs = 1}, 0, 0,
+     {VARIANT_FN("evstream SSE encode, JSON data", scn_sse_encode_rate, &scn_sse_json),
+      VARIANT_FN("evstream SSE encode, msgpack data as JSON", scn_sse_encode_rate, &scn_sse_msgpack)},
+     {SIDE("memcpy of the same frames", scn_sse_memcpy_rate)},
+     {{.metric = GOAL_RATE_MIN, .value = 1e9, .variants = 1},
+      {.metric = GOAL_RATIO_MIN, .cmp = 0, .value = 0.3, .variants = 1}}},
+    {"sse-idle-mem", "heap per idle SSE client, 10,000 clients", "bytes/client", BENCH_VALUE,
+     {.pubs = 1, .subs = 1}, 0, 0,
+     {VARIANT_FN("evstream SSE client (mailbox 64, heartbeat on)", scn_sse_idle_memory, NULL)},
+     {{.name = NULL}},
+     {{.metric = GOAL_VALUE_MAX, .value = 2048}}},
 };
 
 const size_t bench_nscenarios = sizeof(bench_scenarios) / sizeof(bench_scenarios[0]);

@@ -39,17 +39,68 @@
 /* Writing: measure, then write                                        */
 /* ------------------------------------------------------------------ */
 
-/* Counts bytes; copies them too when dst is not NULL. */
+/* Counts bytes; copies them too while they fit in dst[0..cap). Once one
+ * piece does not fit, it stops copying (dst = NULL) and only counts, so
+ * an optimistic single pass into a buffer that turns out too small
+ * still learns the exact size for a second pass. */
 typedef struct writer {
     char  *dst;
     size_t n;
+    size_t cap;
 } writer;
 
 static void put(writer *w, const void *p, size_t len)
 {
-    if (w->dst != NULL && len > 0)
-        memcpy(w->dst + w->n, p, len);
+    if (w->dst != NULL) {
+        if (len <= w->cap - w->n)
+            memcpy(w->dst + w->n, p, len);
+        else
+            w->dst = NULL;
+    }
     w->n += len;
+}
+
+/*
+ * Word-at-a-time scanning. Encoding is mostly looking for the few bytes
+ * that need care (line ends, non-ASCII) in long runs that need none, so
+ * test eight bytes at once: a word has such a byte if any byte has its
+ * high bit set or equals CR or LF (the classic "has a zero byte" test on
+ * the word XOR a repeated CR or LF; a false alarm only makes us finish
+ * that word byte by byte).
+ */
+#define ONES  0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+static inline uint64_t zero_byte(uint64_t x) { return (x - ONES) & ~x & HIGHS; }
+
+/* Length of the prefix of s[0..n) that is ASCII with no CR or LF. */
+static size_t plain_run(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        if (((x & HIGHS) | zero_byte(x ^ (ONES * '\n')) | zero_byte(x ^ (ONES * '\r'))) != 0)
+            break;
+    }
+    while (i < n && s[i] < 0x80 && s[i] != '\n' && s[i] != '\r')
+        i++;
+    return i;
+}
+
+/* Length of the ASCII prefix of s[0..n). */
+static size_t ascii_run(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        if ((x & HIGHS) != 0)
+            break;
+    }
+    while (i < n && s[i] < 0x80)
+        i++;
+    return i;
 }
 
 /* s[0..n) with every ill-formed UTF-8 subpart replaced by U+FFFD.
@@ -59,7 +110,7 @@ static void put_utf8(writer *w, const uint8_t *s, size_t n)
     size_t start = 0, i = 0;
     while (i < n) {
         if (s[i] < 0x80) {
-            i++;
+            i += ascii_run(s + i, n - i);
             continue;
         }
         long k = evs__utf8_seq(s + i, n - i);
@@ -97,9 +148,9 @@ static void put_lines(writer *w, const char *name, const uint8_t *s, size_t n)
 {
     size_t i = 0;
     for (;;) {
-        size_t j = i;
+        size_t j = i + plain_run(s + i, n - i);
         while (j < n && s[j] != '\n' && s[j] != '\r')
-            j++;
+            j += 1 + plain_run(s + j + 1, n - j - 1); /* past a non-ASCII byte */
         put_field(w, name, s + i, j - i);
         if (j == n)
             return;
@@ -246,14 +297,15 @@ int evs_sse_encode(const evs_event *ev, const evs_sse_opts *opts, char *buf,
     frame f;
     int rc = frame_init(&f, ev, opts);
     if (rc == 0) {
-        writer w = {NULL, 0};
+        /* Measure first: a buffer that is too small gets no bytes. */
+        writer w = {NULL, 0, 0};
         frame_write(&w, &f);
         *len = w.n;
         if (w.n > cap) {
             rc = EVS_ETOOBIG;
         } else {
-            writer out = {buf, 0};
-            frame_write(&out, &f);
+            writer o = {buf, 0, cap};
+            frame_write(&o, &f);
         }
     }
     evs_buf_free(&f.scratch);
@@ -267,12 +319,20 @@ int evs_sse_encode_buf(const evs_event *ev, const evs_sse_opts *opts, evs_buf *o
     frame f;
     int rc = frame_init(&f, ev, opts);
     if (rc == 0) {
-        writer w = {NULL, 0};
-        frame_write(&w, &f);
-        if ((rc = evs_buf_reserve(out, w.n)) == 0) {
-            writer o = {out->data + out->len, 0};
-            frame_write(&o, &f);
-            out->len += o.n;
+        /* Optimistic: one pass into the room the buffer already has (or
+         * a guess); a second, exact pass only if that was too little. */
+        if (out->cap - out->len < f.len + 128 + 1)
+            rc = evs_buf_reserve(out, f.len + 128);
+        writer w = {out->data, out->len, out->cap > 0 ? out->cap - 1 : 0};
+        if (rc == 0) {
+            frame_write(&w, &f);
+            if (w.dst == NULL && (rc = evs_buf_reserve(out, w.n - out->len)) == 0) {
+                w = (writer){out->data, out->len, out->cap - 1};
+                frame_write(&w, &f);
+            }
+        }
+        if (rc == 0) {
+            out->len = w.n;
             out->data[out->len] = '\0';
         }
     }
@@ -285,13 +345,13 @@ int evs_sse_comment(evs_buf *out, const char *text, size_t len)
     if (out == NULL || (text == NULL && len > 0))
         return EVS_EINVAL;
     const uint8_t *s = (const uint8_t *)text;
-    writer w = {NULL, 0};
+    writer w = {NULL, 0, 0};
     put_lines(&w, "", s, len);
     put(&w, "\n", 1);
     int rc = evs_buf_reserve(out, w.n);
     if (rc != 0)
         return rc;
-    writer o = {out->data + out->len, 0};
+    writer o = {out->data + out->len, 0, SIZE_MAX};
     put_lines(&o, "", s, len);
     put(&o, "\n", 1);
     out->len += o.n;
@@ -399,7 +459,7 @@ uint64_t evs_sse_parser_dropped(const evs_sse_parser *p)
 /* Size of s[0..n) once decoded (ill-formed subparts become 3 bytes). */
 static size_t decoded_len(const uint8_t *s, size_t n)
 {
-    writer w = {NULL, 0};
+    writer w = {NULL, 0, 0};
     put_utf8(&w, s, n);
     return w.n;
 }
@@ -409,7 +469,7 @@ static size_t decoded_len(const uint8_t *s, size_t n)
  * and the NUL). Cannot fail. */
 static void store_decoded(evs_buf *b, const uint8_t *s, size_t n, const char *tail)
 {
-    writer w = {b->data + b->len, 0};
+    writer w = {b->data + b->len, 0, SIZE_MAX};
     put_utf8(&w, s, n);
     if (tail != NULL)
         put(&w, tail, 1);
