@@ -111,7 +111,8 @@ int evs_buf_append(evs_buf *b, const void *p, size_t len);
 /* Set len to 0 and keep the memory. Threads: not concurrently. */
 void evs_buf_reset(evs_buf *b);
 
-/* Free the memory and zero the struct. Accepts NULL. */
+/* Free the memory and zero the struct. Accepts NULL.
+ * Threads: not concurrently with any other use of the buffer. */
 void evs_buf_free(evs_buf *b);
 
 /* ------------------------------------------------------------------ */
@@ -460,6 +461,7 @@ int evs_stream_publish(evs_stream *s, const evs_event *ev);
 /*
  * As evs_stream_publish, and writes the id the event got to *id (0 when
  * it was dropped under EVS_OVERFLOW_DROP_NEWEST or the call failed).
+ * Ownership, threads, blocking: as evs_stream_publish.
  */
 int evs_stream_publish_id(evs_stream *s, const evs_event *ev, uint64_t *id);
 
@@ -548,7 +550,9 @@ int evs_subscribe(evs_sub **out, evs_stream *s, const char *pattern,
  */
 int evs_unsubscribe(evs_sub *sub);
 
-/* The stored pattern (">" when NULL was given). Borrowed from `sub`. */
+/* The stored pattern (">" when NULL was given).
+ * Ownership: borrowed from `sub`, valid until evs_unsubscribe.
+ * Threads: any thread, until evs_unsubscribe. */
 const char *evs_sub_pattern(const evs_sub *sub);
 
 /*
@@ -797,7 +801,9 @@ typedef struct evs_sse_parser_opts {
  */
 int evs_sse_parser_create(evs_sse_parser **out, const evs_sse_parser_opts *opts);
 
-/* Free the parser. Accepts NULL. Not from inside its own callback. */
+/* Free the parser. Accepts NULL.
+ * Threads: not concurrently with other calls on `p`, and not from inside
+ * its own callback. */
 void evs_sse_parser_destroy(evs_sse_parser *p);
 
 /*
@@ -1086,6 +1092,104 @@ typedef struct evs_sse_client_stats {
  * Threads: any thread, until evs_sse_disconnect.
  */
 int evs_sse_client_stats_get(const evs_sse_client *c, evs_sse_client_stats *out);
+
+/*
+ * Filter expressions.
+ *
+ * A `where` expression is a predicate over an event, compiled once and
+ * then evaluated on the event's msgpack without decoding it:
+ *
+ *   data["user"]["plan"] == "pro" and metadata["region"] in ["eu", "us"]
+ *   type == "Purchase" and not defined(data.coupon)
+ *   properties["country"] == "US"          (properties = data)
+ *
+ * Operands:
+ *   data[...], properties[...]  a path into the data, which must have
+ *                   content EVS_CONTENT_MSGPACK (evs_event_make stores
+ *                   JSON that way). Steps are ["key"] (a string key of a
+ *                   map), [N] (element N >= 0 of an array) or .name (the
+ *                   same as ["name"]). `data` alone is the whole value;
+ *                   for EVS_CONTENT_TEXT it is the text as a string. Any
+ *                   other content (binary, JSON text) is missing.
+ *   metadata[...]   the same, into the metadata map.
+ *   type            the type name ("message", ..., or the custom name)
+ *   topic           the topic string;  id, timestamp: numbers.
+ *   literals        "str" or 'str' (escapes \" \' \\ \/ \b \f \n \r \t
+ *                   \uXXXX, surrogate pairs as UTF-8; other bytes taken
+ *                   as they are), integers (-?digits, int64 or uint64),
+ *                   decimals (1.5, 2e3, -0.5e-2: double), true false null.
+ *
+ * Predicates:
+ *   a == b, !=, <, <=, >, >=   at most one comparison (no chaining)
+ *   a in [lit, ...]            a equals (==) one of the literals
+ *   a not in [lit, ...]        the same as not (a in [...])
+ *   defined(path)              the path exists (its value may be null)
+ *   path                       alone: the value is the boolean true
+ *   true, false
+ * combined with `not`, `and`, `or` and parentheses. Precedence from
+ * tightest: comparison, `not`, `and`, `or` (so `not a == 1` is
+ * `not (a == 1)`, and `a or b and c` is `a or (b and c)`); `and` and
+ * `or` short-circuit. Keywords are lower case.
+ *
+ * Values: a missing value (absent key, index past the end, a step into
+ * a non-container, data that is not msgpack) makes every comparison and
+ * `in` false, `!=` included; `not` then makes it true, and defined()
+ * tests presence. Numbers compare by value across int/uint/float, exact
+ * for any int64 and uint64 (1 == 1.0 is true; 2^64-1 != 2^64-2); a NaN is
+ * unordered (only != is true). Strings compare bytewise (memcmp, then
+ * length). Booleans and null support only == and !=. Operands of
+ * different types (a string and a number, ...) and arrays, maps, binary
+ * and extension values: == false, != true, ordering false. Map keys are
+ * matched only when they are msgpack strings.
+ *
+ * Limits: an expression longer than EVS_WHERE_MAX_LEN bytes, or nested
+ * (parentheses, `not`) deeper than EVS_WHERE_MAX_DEPTH, is EVS_ETOOBIG.
+ */
+#define EVS_WHERE_MAX_LEN   4096u
+#define EVS_WHERE_MAX_DEPTH 32u
+
+typedef struct evs_where evs_where;
+
+/* Where compiling failed: `pos` is the byte offset in the expression of
+ * the offending token or escape (len for an unexpected end;
+ * EVS_WHERE_MAX_LEN for an over-long expression), `msg` says what was
+ * wrong (NUL-terminated, English). */
+typedef struct evs_where_error {
+    size_t pos;
+    char   msg[96];
+} evs_where_error;
+
+/*
+ * Compile `expr` (exactly `len` bytes; it need not be NUL-terminated).
+ * Returns 0, EVS_EINVAL (out NULL, expr NULL with len > 0, a syntax or
+ * semantic error, the empty expression), EVS_ETOOBIG (over
+ * EVS_WHERE_MAX_LEN bytes or nested deeper than EVS_WHERE_MAX_DEPTH) or
+ * EVS_ENOMEM; *out is NULL on failure. On failure `err` (may be NULL)
+ * has the position and a message.
+ * Ownership: copies what it needs from `expr`; the caller owns *out and
+ * frees it with evs_where_destroy.
+ * Threads: any thread.
+ */
+int evs_where_compile(evs_where **out, const char *expr, size_t len,
+                      evs_where_error *err);
+
+/*
+ * Evaluate `w` over `ev`; false when either is NULL.
+ * Threads: any thread, concurrently on one `w`: the compiled form is
+ * read-only and evaluation allocates nothing.
+ */
+bool evs_where_match(const evs_where *w, const evs_event *ev);
+
+/*
+ * evs_where_match shaped as an evs_filter_fn: pass it to evs_subscribe
+ * as the filter with `user` = the evs_where, which must then live until
+ * evs_unsubscribe returns.
+ */
+bool evs_where_filter(const evs_event *ev, void *user);
+
+/* Free a compiled expression. Accepts NULL. Threads: not concurrently
+ * with evs_where_match on it. */
+void evs_where_destroy(evs_where *w);
 
 #ifdef __cplusplus
 }
