@@ -1191,6 +1191,134 @@ bool evs_where_filter(const evs_event *ev, void *user);
  * with evs_where_match on it. */
 void evs_where_destroy(evs_where *w);
 
+/* ------------------------------------------------------------------ */
+/* Event-name filters                                                  */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A set of event type names, as a subscription filter: the seed's
+ * `events=["Purchase", "Signup"]`. An event matches when
+ * evs_event_type_name(ev) equals one of the names exactly (bytewise,
+ * case-sensitive); built-in names ("message", "error", "connect",
+ * "disconnect", "heartbeat") match events of those types.
+ *   const char *names[] = {"Purchase", "Signup"};
+ *   evs_names *f;
+ *   evs_names_create(&f, names, 2);
+ *   evs_subscribe(&sub, s, NULL, handler, evs_names_filter, f, NULL);
+ */
+typedef struct evs_names evs_names;
+
+/*
+ * Make a set of the `n` names in `names` (duplicates are allowed and
+ * kept once).
+ * Returns 0, EVS_EINVAL (out or names NULL, n == 0, a name NULL or
+ * empty) or EVS_ENOMEM; *out is NULL on failure.
+ * Ownership: copies the names; the caller owns *out and frees it with
+ * evs_names_destroy.
+ * Threads: any thread.
+ */
+int evs_names_create(evs_names **out, const char *const *names, size_t n);
+
+/*
+ * Whether ev's type name is in the set; false when either is NULL.
+ * O(log n) string comparisons, no allocation.
+ * Threads: any thread, concurrently on one set (it is read-only).
+ */
+bool evs_names_match(const evs_names *f, const evs_event *ev);
+
+/*
+ * evs_names_match shaped as an evs_filter_fn: pass it as a filter with
+ * `user` = the evs_names, which must then live until evs_unsubscribe
+ * (or evs_batch_stop) returns.
+ */
+bool evs_names_filter(const evs_event *ev, void *user);
+
+/* Free a set. Accepts NULL. Threads: not concurrently with a match on it. */
+void evs_names_destroy(evs_names *f);
+
+/* ------------------------------------------------------------------ */
+/* Batching                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A batching subscriber: events that pass the pattern and filter are
+ * collected and handed to `fn` as one batch when the batch reaches
+ * opts.max_events, or when opts.flush_ms have passed since the batch's
+ * first event, whichever comes first; evs_batch_stop hands over the
+ * remainder. Every event the subscription receives is in exactly one
+ * batch, and batches arrive in the stream's id order, one call at a
+ * time, never concurrently.
+ *
+ * `events` holds `n` >= 1 events, oldest first. fn borrows them: they
+ * (and the array) are valid until it returns; evs_event_ref one to keep
+ * it. Return 0; fn's return value is not otherwise used (the events are
+ * consumed either way).
+ *
+ * fn runs on the stream's dispatcher (a size flush; the publishing
+ * thread under EVS_DELIVERY_INLINE), on the heartbeat service thread
+ * (a time flush) or in evs_batch_stop (the remainder), holding the
+ * batcher's own flush mutex (no evstream lock): it may publish, and
+ * subscribe or unsubscribe other subscriptions, but must not call
+ * evs_batch_stop on its own batcher (EVS_EDEADLK). A slow fn holds up
+ * the stream's delivery when a full batch is waiting, and on the
+ * heartbeat thread it delays every other timer.
+ */
+typedef int (*evs_batch_fn)(const evs_event *const *events, size_t n, void *user);
+
+/* Batching options; zero is the default for every field. */
+typedef struct evs_batch_opts {
+    size_t max_events;  /* a batch is handed over when it holds this many;
+                           0 = 1000 */
+    int    flush_ms;    /* ... or this long after the batch's first event
+                           arrived (the heartbeat service's monotonic
+                           clock); 0 = 1000; negative is EVS_EINVAL */
+    void  *filter_user; /* passed to the filter; NULL = `user` (so that,
+                           for instance, evs_names_filter can take an
+                           evs_names while fn takes its own state) */
+} evs_batch_opts;
+
+typedef struct evs_batcher evs_batcher;
+
+/*
+ * Subscribe a batcher to `s` (as evs_subscribe: `pattern` NULL means
+ * ">", and on a TopicStream selects subjects; `filter`, if not NULL, is
+ * called first on the delivering thread with opts.filter_user or
+ * `user`). The batcher receives the events accepted after this call
+ * returns, as a subscription does.
+ * Returns 0, EVS_EINVAL (out, s or fn NULL, a bad option), EVS_ECLOSED
+ * (the stream is closed) or EVS_ENOMEM; *out is NULL on failure.
+ * Ownership: copies `pattern` and the options; `user` (and filter_user)
+ * must live until evs_batch_stop returns. The caller owns *out and must
+ * evs_batch_stop it before destroying `s`.
+ * Threads: any thread, as evs_subscribe.
+ * Events stored in a stream's ring slots (opts.slot_bytes) are copied
+ * into the batch; if that copy cannot be allocated the event is left out
+ * and the stream counts a handler error (EVS_ENOMEM).
+ */
+int evs_batch_subscribe(evs_batcher **out, evs_stream *s, const char *pattern,
+                        evs_batch_fn fn, evs_filter_fn filter, void *user,
+                        const evs_batch_opts *opts);
+
+/*
+ * Wait until the stream has delivered every event it accepted before the
+ * call (as evs_stream_flush; skipped inside a handler of the stream,
+ * where it would wait for itself), unsubscribe (no further events are
+ * taken), cancel the flush timer, hand the remainder (if any) to fn on
+ * the calling thread, and free the batcher. So every event accepted
+ * before the call and passing the pattern and filter is in exactly one
+ * batch. Once it returns fn and the filter are never called again and
+ * `user` may be freed. Accepts NULL (returns 0).
+ * Returns 0, or EVS_EDEADLK (and does nothing) inside fn of this
+ * batcher.
+ * Ownership: `b` is invalid afterwards.
+ * Threads: any thread but inside this batcher's fn, including inside a
+ * handler of the stream; not concurrently with itself on one batcher.
+ * Blocks: until the stream has delivered what it accepted, while a
+ * call of fn in progress on another thread finishes, then for the final
+ * fn.
+ */
+int evs_batch_stop(evs_batcher *b);
+
 #ifdef __cplusplus
 }
 #endif
