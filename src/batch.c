@@ -73,6 +73,19 @@ struct evs_batcher {
  * would wait for itself. */
 static _Thread_local const evs_batcher *tl_flushing;
 
+/* Call fn on a batch taken out under `flushing` (held by the caller),
+ * then drop the batch's references. */
+static void hand_over(evs_batcher *b, const evs_event **batch, size_t n)
+{
+    if (n == 0)
+        return;
+    tl_flushing = b;
+    b->fn(batch, n, b->user);
+    tl_flushing = NULL;
+    for (size_t i = 0; i < n; i++)
+        evs_event_unref(batch[i]);
+}
+
 /*
  * Hand the open batch to fn: if it is non-empty, or with `only_if_full`
  * only if it is full (a handler whose full batch another flush already
@@ -94,13 +107,7 @@ static void flush(evs_batcher *b, bool only_if_full)
         b->n = 0;
     }
     pthread_mutex_unlock(&b->lock);
-    if (n > 0) {
-        tl_flushing = b;
-        b->fn(batch, n, b->user);
-        tl_flushing = NULL;
-        for (size_t i = 0; i < n; i++)
-            evs_event_unref(batch[i]);
-    }
+    hand_over(b, batch, n);
     pthread_mutex_unlock(&b->flushing);
 }
 
@@ -144,13 +151,7 @@ static int64_t fire(void *user, int64_t now_ns)
         b->n = 0;
     }
     pthread_mutex_unlock(&b->lock);
-    if (n > 0) {
-        tl_flushing = b;
-        b->fn(batch, n, b->user);
-        tl_flushing = NULL;
-        for (size_t i = 0; i < n; i++)
-            evs_event_unref(batch[i]);
-    }
+    hand_over(b, batch, n);
     pthread_mutex_unlock(&b->flushing);
     return -1; /* ignored: the timer is removed */
 }

@@ -15,7 +15,9 @@
 #include <time.h>
 
 #include "event.h"
+#include "evs_internal.h"
 #include "evstream.h"
+#include "heartbeat.h"
 
 /* Assert an exact return code and show both names on failure. */
 #define ASSERT_RC(call, want)                                                \
@@ -104,6 +106,32 @@ static inline void gate_wait_blocked(gate *g)
         cr_assert_neq(rc, ETIMEDOUT, "no callback reached the gate");
     }
     pthread_mutex_unlock(&g->mu);
+}
+
+/*
+ * A fake clock for the heartbeat service (heartbeat.h), so tests of
+ * anything that ticks run in milliseconds: install it with
+ * evs__hb_set_clock(&fake_clock) before any timer exists, then move time
+ * with clock_at_ms, which returns once everything due has run.
+ */
+static inline int64_t *fake_ns_cell(void)
+{
+    static int64_t ns;
+    return &ns;
+}
+
+static inline int64_t fake_now(void *ctx)
+{
+    (void)ctx;
+    return evs_load_acquire(fake_ns_cell());
+}
+
+static const struct evs__hb_clock fake_clock = {.now = fake_now};
+
+static inline void clock_at_ms(int64_t ms)
+{
+    evs_store_release(fake_ns_cell(), ms * 1000000);
+    ASSERT_RC(evs__hb_sync(), 0);
 }
 
 #endif /* EVS_TEST_H */

@@ -19,19 +19,6 @@
 /* ------------------------------------------------------------------ */
 /* A fake service clock, as in test_stream.c's heartbeat tests.        */
 
-static int64_t fake_ns;
-static int64_t fake_now(void *ctx)
-{
-    (void)ctx;
-    return evs_load_acquire(&fake_ns);
-}
-static const struct evs__hb_clock fake_clock = {.now = fake_now};
-
-static void clock_at_ms(int64_t ms)
-{
-    evs_store_release(&fake_ns, ms * 1000000);
-    ASSERT_RC(evs__hb_sync(), 0);
-}
 
 /* ------------------------------------------------------------------ */
 /* What fn saw: every id in arrival order, and each batch's size.      */
@@ -142,7 +129,7 @@ static void assert_consecutive(seen *s, uint64_t first, size_t count)
 /* Install the fake clock before anything with timers is made. */
 static void fake_clock_on(void)
 {
-    evs_store_release(&fake_ns, 0);
+    evs_store_release(fake_ns_cell(), 0);
     ASSERT_RC(evs__hb_set_clock(&fake_clock), 0);
 }
 

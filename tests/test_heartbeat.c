@@ -27,26 +27,18 @@
 
 /* ---- the fake clock ------------------------------------------------ */
 
-static int64_t fake_ns; /* written by the test thread, read by the service */
-
-static int64_t fake_now(void *ctx)
-{
-    (void)ctx;
-    return evs_load_acquire(&fake_ns);
-}
-
-static const struct evs__hb_clock fake_clock = {.now = fake_now, .ctx = NULL};
+/* fake_clock and its cell come from evs_test.h. */
 
 static void use_fake_clock(void)
 {
-    evs_store(&fake_ns, 0);
+    evs_store(fake_ns_cell(), 0);
     ASSERT_RC(evs__hb_set_clock(&fake_clock), 0);
 }
 
 /* Move the fake clock to `t` and wait until everything due has fired. */
 static void advance_to(int64_t t)
 {
-    evs_store_release(&fake_ns, t);
+    evs_store_release(fake_ns_cell(), t);
     ASSERT_RC(evs__hb_sync(), 0);
 }
 
@@ -173,7 +165,7 @@ Test(heartbeat, sync_inside_a_callback_is_edeadlk, .timeout = 30)
 Test(heartbeat, timer_fires_exactly_at_its_interval_and_not_before, .timeout = 30)
 {
     use_fake_clock();
-    evs_store(&fake_ns, 5 * SEC); /* the first deadline counts from add */
+    evs_store(fake_ns_cell(), 5 * SEC); /* the first deadline counts from add */
     rec r = {.ret = -1};
     evs__hb_timer *t;
     ASSERT_RC(evs__hb_add(&t, EVS__HB_DEFAULT_INTERVAL_NS, record, &r), 0);
@@ -408,7 +400,7 @@ Test(heartbeat, remove_from_another_thread_waits_for_the_running_callback, .time
     evs__hb_timer *other;
     ASSERT_RC(evs__hb_add(&other, 3600 * SEC, record, &bystander), 0);
     ASSERT_RC(evs__hb_add(&r.t, SEC, block_at_gate, &b), 0);
-    evs_store_release(&fake_ns, SEC);
+    evs_store_release(fake_ns_cell(), SEC);
     evs__hb_kick(); /* not sync: the callback will block */
     gate_wait_blocked(&g);
 

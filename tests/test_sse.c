@@ -722,19 +722,6 @@ Test(sse, disconnect_inside_its_own_push_callback_is_edeadlk, .timeout = 30)
 
 /* ---- heartbeats (fake clock, heartbeat.h) --------------------------- */
 
-static int64_t fake_ns;
-static int64_t fake_now(void *ctx)
-{
-    (void)ctx;
-    return evs_load_acquire(&fake_ns);
-}
-static const struct evs__hb_clock fake_clock = {.now = fake_now};
-
-static void clock_at_ms(int64_t ms)
-{
-    evs_store_release(&fake_ns, ms * 1000000);
-    ASSERT_RC(evs__hb_sync(), 0);
-}
 
 Test(sse, an_idle_client_gets_a_heartbeat_comment, .timeout = 30)
 {

@@ -1019,19 +1019,6 @@ Test(stream, claim_on_a_full_ring_follows_the_policy, .timeout = 30)
 
 #include "heartbeat.h"
 
-static int64_t fake_ns;
-static int64_t fake_now(void *ctx)
-{
-    (void)ctx;
-    return evs_load_acquire(&fake_ns);
-}
-static const struct evs__hb_clock fake_clock = {.now = fake_now};
-
-static void clock_at_ms(int64_t ms)
-{
-    evs_store_release(&fake_ns, ms * 1000000);
-    ASSERT_RC(evs__hb_sync(), 0);
-}
 
 typedef struct beats {
     atomic_ulong heartbeats, others;
