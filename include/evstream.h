@@ -420,6 +420,14 @@ typedef struct evs_stream_opts {
                                       (filters still apply). One thread serves
                                       all streams. EVS_HEARTBEAT_DEFAULT_MS is
                                       the usual 30 s */
+    int          backpressure_pct; /* 0 = throttle only when the queue is
+                                      full; 1..100 = treat the queue as full
+                                      at this percentage of capacity, so the
+                                      overflow policy (block, drop, fail)
+                                      throttles publishers before the ring
+                                      fills (e.g. 80); stats.queued and
+                                      queue_hwm show the depth. Dispatcher
+                                      delivery only */
 } evs_stream_opts;
 
 #define EVS_HEARTBEAT_DEFAULT_MS 30000

@@ -13,6 +13,7 @@ int evs__ring_init(struct evs_ring *r, uint64_t size, bool sp)
         return EVS_ENOMEM;
     r->size = size;
     r->mask = size - 1;
+    r->limit = size;
     r->sp = sp;
     return 0;
 }

@@ -15,7 +15,7 @@
  * when its cached copy says the ring is full or empty.
  *
  * Invariants (pos is a 64-bit position that never wraps in practice):
- *   head <= claim_pos(claim) <= head + size
+ *   head <= claim_pos(claim) <= head + limit <= head + size
  *   slot[pos & mask].seq == pos + 1  <=>  position pos is published
  *   A producer writes slot pos only after claiming pos, and it may claim
  *   pos only while pos < head + size (the slot's previous occupant,
@@ -58,6 +58,10 @@ struct evs_ring {
     struct evs_ring_slot *slots EVS_ALIGNED;
     uint64_t size;
     uint64_t mask;
+    /* Positions that may be queued at once: size, or less when the
+     * stream throttles publishers early (opts.backpressure_pct). The
+     * ring is "full" at limit, so the overflow policy applies there. */
+    uint64_t limit;
     bool sp; /* one producer at a time (evs_stream_opts.single_publisher) */
 };
 
@@ -73,11 +77,11 @@ static inline bool evs__ring_room(struct evs_ring *r, uint64_t c)
     /* Acquire/release on the cache too: a producer that trusts a value
      * another producer cached must also see the consumer's release of
      * those slots (their readers are done before we overwrite them). */
-    if (evs_likely(c - evs_load_acquire(&r->head_cache) < r->size))
+    if (evs_likely(c - evs_load_acquire(&r->head_cache) < r->limit))
         return true;
     uint64_t h = evs_load_acquire(&r->head);
     evs_store_release(&r->head_cache, h);
-    return c - h < r->size;
+    return c - h < r->limit;
 }
 
 /*

@@ -1071,6 +1071,7 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
     if (o.capacity == 0)
         o.capacity = DEFAULT_CAPACITY;
     if (!is_pow2(o.capacity) || o.capacity > EVS_MAX_CAPACITY || o.heartbeat_ms < 0 ||
+        o.backpressure_pct < 0 || o.backpressure_pct > 100 ||
         (unsigned)o.overflow > EVS_OVERFLOW_FAIL || o.block_timeout_ms < 0 ||
         (unsigned)o.delivery > EVS_DELIVERY_INLINE || (unsigned)o.wait > EVS_WAIT_SPIN ||
         (o.history != EVS_HISTORY_NONE && o.history > EVS_MAX_CAPACITY))
@@ -1104,6 +1105,10 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
     if (!is_inline(s)) {
         if ((rc = evs__ring_init(&s->ring, o.capacity, o.single_publisher)) != 0)
             goto fail_hist_lock;
+        if (o.backpressure_pct > 0) {
+            uint64_t limit = o.capacity * (uint64_t)o.backpressure_pct / 100;
+            s->ring.limit = limit > 0 ? limit : 1;
+        }
         s->asym = evs__heavy_fence_ready();
         s->heavy_fence = o.single_publisher && s->asym;
         if (o.slot_bytes > 0) {

@@ -1105,3 +1105,37 @@ Test(stream, negative_heartbeat_interval_is_einval)
     evs_stream *s;
     ASSERT_RC(evs_stream_create(&s, &o), EVS_EINVAL);
 }
+
+Test(stream, backpressure_threshold_applies_the_policy_before_the_ring_is_full, .timeout = 30)
+{
+    evs_stream_opts o = {.capacity = 8, .overflow = EVS_OVERFLOW_FAIL, .backpressure_pct = 50};
+    evs_stream *s = mk_stream(&o);
+    gate g;
+    gate_init(&g);
+    seen rec = {.gate = &g};
+    evs_sub *sub;
+    ASSERT_RC(evs_subscribe(&sub, s, NULL, record, NULL, &rec, NULL), 0);
+    ASSERT_RC(publish_text(s, "first"), 0);
+    gate_wait_blocked(&g); /* the first is being delivered, off the ring */
+    for (int i = 0; i < 4; i++)
+        ASSERT_RC(publish_text(s, "queued"), 0); /* 50% of 8 */
+    ASSERT_RC(publish_text(s, "over"), EVS_EFULL);
+    evs_stream_stats st;
+    ASSERT_RC(evs_stream_stats_get(s, &st), 0);
+    cr_assert_eq(st.rejected_full, 1);
+    cr_assert_eq(st.queued, 5, "the one in delivery + 4 queued");
+    gate_open(&g);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+    cr_assert_eq(atomic_load(&rec.count), 5);
+}
+
+Test(stream, backpressure_percentage_is_validated)
+{
+    evs_stream *s;
+    evs_stream_opts bad[] = {{.backpressure_pct = -1}, {.backpressure_pct = 101}};
+    for (int i = 0; i < 2; i++)
+        ASSERT_RC(evs_stream_create(&s, &bad[i]), EVS_EINVAL);
+    evs_stream_opts ok = {.backpressure_pct = 100};
+    ASSERT_RC(evs_stream_create(&s, &ok), 0);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+}
