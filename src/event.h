@@ -53,9 +53,6 @@ evs_event *evs__event_alias(const evs_event *ev);
  * alias) calls it, before any other thread can reach the event. */
 void evs__event_set_id(const evs_event *ev, uint64_t id);
 
-/* Add n references at once (fan-out). */
-void evs__event_ref_n(const evs_event *ev, unsigned n);
-
 /* Event data is aligned to this many bytes (max_align_t on x86-64). */
 #define EVS_DATA_ALIGN 16
 

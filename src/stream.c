@@ -593,14 +593,13 @@ static int claim_full(evs_stream *s, uint64_t *pos)
 {
     int64_t deadline = -1;
     for (;;) {
-        int rc = evs__ring_claim(&s->ring, pos);
-        if (evs_likely(rc != EVS_EFULL))
-            return rc;
-        /* Full. Only now look at run_ec (the dispatcher bumps it every
-         * run): snapshot it, then claim again, then wait on the snapshot,
-         * so a run that ends in between is never missed. */
+        /* The caller found the ring full. Only now look at run_ec (the
+         * dispatcher bumps it every run): snapshot it, then claim again,
+         * then wait on the snapshot, so a run that ends in between is
+         * never missed. */
         uint32_t seen = ck_ec32_value(&s->run_ec);
-        if ((rc = evs__ring_claim(&s->ring, pos)) != EVS_EFULL)
+        int rc = evs__ring_claim(&s->ring, pos);
+        if (rc != EVS_EFULL)
             return rc;
         switch (s->opts.overflow) {
         case EVS_OVERFLOW_DROP_NEWEST:
@@ -1040,7 +1039,6 @@ bool evs__stream_has_topics(const evs_stream *s) { return s->router != NULL; }
 
 size_t evs__stream_history_cap(const evs_stream *s) { return s->hist_cap; }
 
-bool evs__stream_is_inline(const evs_stream *s) { return is_inline(s); }
 
 int evs_sub_stats_get(const evs_sub *csub, evs_sub_stats *out)
 {

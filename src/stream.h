@@ -13,9 +13,6 @@ bool evs__stream_has_topics(const evs_stream *s);
 /* How many events the history keeps (0: none). Threads: any. */
 size_t evs__stream_history_cap(const evs_stream *s);
 
-/* Is `s` delivering inline (on publishing threads)? Threads: any. */
-bool evs__stream_is_inline(const evs_stream *s);
-
 /* Ids handed out so far (the id of the latest accepted event).
  * Threads: any. */
 uint64_t evs__stream_ids_issued(evs_stream *s);

@@ -33,9 +33,6 @@ void evs__topics_destroy(evs_topics *t);
  * (*full set) or out of memory (*full clear). */
 evs_topic *evs__topics_get(evs_topics *t, const char *subject, size_t len, bool *full);
 
-/* The entry for `subject`, or NULL. */
-evs_topic *evs__topics_find(evs_topics *t, const char *subject, size_t len);
-
 size_t evs__topics_count(evs_topics *t);
 
 /* Copy up to `max` entry pointers into out[]; returns how many. */
