@@ -292,5 +292,6 @@ int scn_sse_memcpy_rate(const bench_params *p, bench_result *r);
 int scn_sse_idle_memory(const bench_params *p, bench_result *r);
 extern const int scn_sse_json;    /* side arg: events with JSON data */
 extern const int scn_sse_msgpack; /* side arg: msgpack data rendered as JSON */
+extern const int scn_sse_json_4k; /* side arg: ~4 KiB JSON snapshots */
 
 #endif /* EVS_BENCH_H */

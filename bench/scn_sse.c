@@ -13,9 +13,24 @@
 #define NEVENTS 64
 
 /* The kinds of event whose frames are measured. */
-enum { SSE_JSON = 0, SSE_MSGPACK = 1 };
+enum { SSE_JSON = 0, SSE_MSGPACK = 1, SSE_JSON_4K = 2 };
 const int scn_sse_json = SSE_JSON;
 const int scn_sse_msgpack = SSE_MSGPACK;
+const int scn_sse_json_4k = SSE_JSON_4K;
+
+/* ~4 KiB of JSON: a dashboard snapshot of 40 rows, one line. */
+static size_t snapshot_json(char *out, size_t cap, int i)
+{
+    size_t n = (size_t)snprintf(out, cap, "{\"seq\":%d,\"rows\":[", i);
+    for (int r = 0; r < 40 && n < cap; r++)
+        n += (size_t)snprintf(out + n, cap - n,
+                              "%s{\"sym\":\"SYM%03d\",\"bid\":%d.25,\"ask\":%d.50,"
+                              "\"venue\":\"XNAS\",\"state\":\"open\"}",
+                              r ? "," : "", r, 100 + r + i, 101 + r + i);
+    if (n + 3 <= cap)
+        n += (size_t)snprintf(out + n, cap - n, "]}");
+    return n;
+}
 
 /* NEVENTS published-looking events of one kind (ids set by decoding a
  * built msgpack would be overkill: id 0 just omits the id line, so give
@@ -27,11 +42,14 @@ static int make_events(int kind, evs_event **evs)
     if (evs_stream_create(&s, &o) != 0)
         return -1;
     for (int i = 0; i < NEVENTS; i++) {
-        char json[256];
-        snprintf(json, sizeof(json),
-                 "{\"sym\":\"SYM%03d\",\"price\":%d.25,\"size\":%d,\"venue\":\"XNAS\","
-                 "\"note\":\"a short line of text to make the frame typical\"}",
-                 i, 100 + i, 10 * i);
+        char json[4608];
+        if (kind == SSE_JSON_4K)
+            snapshot_json(json, sizeof(json), i);
+        else
+            snprintf(json, sizeof(json),
+                     "{\"sym\":\"SYM%03d\",\"price\":%d.25,\"size\":%d,\"venue\":\"XNAS\","
+                     "\"note\":\"a short line of text to make the frame typical\"}",
+                     i, 100 + i, 10 * i);
         evs_event *ev;
         int rc;
         if (kind == SSE_MSGPACK) {
@@ -90,11 +108,13 @@ int scn_sse_encode_rate(const bench_params *p, bench_result *r)
     return BENCH_OK;
 }
 
-/* memcpy of exactly the frames the encoder makes (JSON events). */
+/* memcpy of exactly the frames the encoder makes (JSON events of the
+ * arg's kind). */
 int scn_sse_memcpy_rate(const bench_params *p, bench_result *r)
 {
+    int kind = p->arg != NULL ? *(const int *)p->arg : SSE_JSON;
     evs_event *evs[NEVENTS];
-    if (make_events(SSE_JSON, evs) != 0)
+    if (make_events(kind, evs) != 0)
         return bench_fail(r, "could not build events");
     evs_buf frames[NEVENTS];
     memset(frames, 0, sizeof(frames));

@@ -31,6 +31,9 @@
 
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "evs_internal.h"
 #include "json.h"
@@ -61,29 +64,49 @@ static void put(writer *w, const void *p, size_t len)
 }
 
 /*
- * Word-at-a-time scanning. Encoding is mostly looking for the few bytes
- * that need care (line ends, non-ASCII) in long runs that need none, so
- * test eight bytes at once: a word has such a byte if any byte has its
- * high bit set or equals CR or LF (the classic "has a zero byte" test on
- * the word XOR a repeated CR or LF; a false alarm only makes us finish
- * that word byte by byte).
+ * Scanning. Encoding is mostly looking for the few bytes that need care
+ * (line ends, non-ASCII) in long runs that need none. With SSE2 (every
+ * x86-64) sixteen bytes are tested at once and the test is exact: one
+ * mask bit per byte that is CR, LF or has its high bit set. Elsewhere
+ * eight at a time with the classic "has a zero byte" test on the word
+ * XOR a repeated CR or LF; a false alarm only makes us finish that word
+ * byte by byte.
  */
 #define ONES  0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
 
 static inline uint64_t zero_byte(uint64_t x) { return (x - ONES) & ~x & HIGHS; }
 
+static inline bool is_plain(uint8_t c) { return c < 0x80 && c != '\n' && c != '\r'; }
+
+#ifdef __SSE2__
+/* Bit k set when byte k of x is CR, LF or non-ASCII. */
+static inline unsigned special16(__m128i x)
+{
+    __m128i eol = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('\n')),
+                               _mm_cmpeq_epi8(x, _mm_set1_epi8('\r')));
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(eol, x)); /* x's high bits: non-ASCII */
+}
+#endif
+
 /* Length of the prefix of s[0..n) that is ASCII with no CR or LF. */
 static size_t plain_run(const uint8_t *s, size_t n)
 {
     size_t i = 0;
+#ifdef __SSE2__
+    for (; i + 16 <= n; i += 16) {
+        unsigned m = special16(_mm_loadu_si128((const __m128i *)(s + i)));
+        if (m != 0)
+            return i + (size_t)__builtin_ctz(m);
+    }
+#endif
     for (; i + 8 <= n; i += 8) {
         uint64_t x;
         memcpy(&x, s + i, 8);
         if (((x & HIGHS) | zero_byte(x ^ (ONES * '\n')) | zero_byte(x ^ (ONES * '\r'))) != 0)
             break;
     }
-    while (i < n && s[i] < 0x80 && s[i] != '\n' && s[i] != '\r')
+    while (i < n && is_plain(s[i]))
         i++;
     return i;
 }
@@ -100,6 +123,111 @@ static size_t ascii_run(const uint8_t *s, size_t n)
     }
     while (i < n && s[i] < 0x80)
         i++;
+    return i;
+}
+
+/*
+ * put() the plain prefix of s[0..n) (plain_run) and return its length.
+ * When the writer has room for all n bytes, scanning and copying are one
+ * pass: each 16-byte block is stored as it is tested. A block that holds
+ * the first special byte is stored whole; the bytes after that byte lie
+ * inside the room (the block lies inside s[0..n)) and are overwritten by
+ * whatever is written next, or are past the frame's end, never read.
+ */
+#if defined(__x86_64__) && defined(__GNUC__)
+/*
+ * The copying loop of put_plain with AVX2, 32 bytes a step, for CPUs that
+ * have it (checked once, at run time; the library is built for baseline
+ * x86-64). Same contract as the SSE2 loop below: returns the plain
+ * prefix length, having stored whole blocks of s[0..n) into d[0..n).
+ */
+#include <immintrin.h>
+#define EVS_HAVE_AVX2_COPY 1
+__attribute__((target("avx2"))) static size_t copy_plain_avx2(char *d, const uint8_t *s,
+                                                              size_t n)
+{
+    const __m256i lf = _mm256_set1_epi8('\n'), cr = _mm256_set1_epi8('\r');
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(s + i));
+        _mm256_storeu_si256((__m256i *)(d + i), x);
+        __m256i sp = _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(x, lf),
+                                                     _mm256_cmpeq_epi8(x, cr)), x);
+        unsigned m = (unsigned)_mm256_movemask_epi8(sp);
+        if (m != 0)
+            return i + (size_t)__builtin_ctz(m);
+    }
+    if (i < n) { /* the last, overlapping block: bits below i are seen */
+        size_t k = n - 32;
+        __m256i x = _mm256_loadu_si256((const __m256i *)(s + k));
+        _mm256_storeu_si256((__m256i *)(d + k), x);
+        __m256i sp = _mm256_or_si256(_mm256_or_si256(_mm256_cmpeq_epi8(x, lf),
+                                                     _mm256_cmpeq_epi8(x, cr)), x);
+        unsigned m = (unsigned)_mm256_movemask_epi8(sp) >> (i - k);
+        i = m != 0 ? i + (size_t)__builtin_ctz(m) : n;
+    }
+    return i;
+}
+
+/* Whether this CPU has AVX2: 0 unknown, 1 yes, -1 no. Racing first
+ * callers compute the same answer; relaxed atomics keep TSan quiet. */
+static int have_avx2;
+
+static bool use_avx2(void)
+{
+    int v = __atomic_load_n(&have_avx2, __ATOMIC_RELAXED);
+    if (v == 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx2") ? 1 : -1;
+        __atomic_store_n(&have_avx2, v, __ATOMIC_RELAXED);
+    }
+    return v > 0;
+}
+#endif
+
+static size_t put_plain(writer *w, const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    if (w->dst == NULL || n > w->cap - w->n) {
+        i = plain_run(s, n);
+        put(w, s, i);
+        return i;
+    }
+    char *d = w->dst + w->n;
+#ifdef EVS_HAVE_AVX2_COPY
+    if (n >= 64 && use_avx2()) {
+        i = copy_plain_avx2(d, s, n);
+        goto done;
+    }
+#endif
+#ifdef __SSE2__
+    if (n >= 16) {
+        for (; i + 16 <= n; i += 16) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(s + i));
+            _mm_storeu_si128((__m128i *)(d + i), x);
+            unsigned m = special16(x);
+            if (m != 0) {
+                i += (size_t)__builtin_ctz(m);
+                goto done;
+            }
+        }
+        if (i < n) { /* the last, overlapping block: bits below i are seen */
+            size_t k = n - 16;
+            __m128i x = _mm_loadu_si128((const __m128i *)(s + k));
+            _mm_storeu_si128((__m128i *)(d + k), x);
+            unsigned m = special16(x) >> (i - k);
+            i = m != 0 ? i + (size_t)__builtin_ctz(m) : n;
+        }
+        goto done;
+    }
+#endif
+    while (i < n && is_plain(s[i])) {
+        d[i] = (char)s[i];
+        i++;
+    }
+    goto done; /* (keeps the label used in every configuration) */
+done:
+    w->n += i;
     return i;
 }
 
@@ -126,35 +254,51 @@ static void put_utf8(writer *w, const uint8_t *s, size_t n)
     put(w, s + start, n - start);
 }
 
-/* One field line: "name: value\n", or "name:\n" for an empty value. The
- * space is there because the parser removes exactly one after the colon:
- * a value that starts with a space keeps it. */
-static void put_field(writer *w, const char *name, const uint8_t *v, size_t n)
+/* Where the line starting at s[0] ends: the first CR or LF, or n. */
+static size_t line_end(const uint8_t *s, size_t n)
 {
-    put(w, name, strlen(name));
-    if (n > 0) {
-        put(w, ": ", 2);
-        put_utf8(w, v, n);
-    } else {
-        put(w, ":", 1);
+    size_t e = plain_run(s, n);
+    while (e < n && s[e] != '\n' && s[e] != '\r')
+        e += 1 + plain_run(s + e + 1, n - e - 1); /* past a non-ASCII byte */
+    return e;
+}
+
+/* One field line: "name: value\n", or "name:\n" for an empty value
+ * (`name` is the name with ":" after it). The space is there because the
+ * parser removes exactly one after the colon: a value that starts with a
+ * space keeps it. The value ends at its first CR or LF (which no
+ * multi-byte UTF-8 sequence contains); returns the value's length. */
+static size_t put_field(writer *w, const char *name_colon, size_t len,
+                        const uint8_t *v, size_t n)
+{
+    put(w, name_colon, len);
+    if (n == 0 || v[0] == '\n' || v[0] == '\r') {
+        put(w, "\n", 1);
+        return 0;
+    }
+    put(w, " ", 1);
+    size_t j = put_plain(w, v, n);
+    if (j < n && v[j] >= 0x80) { /* the rest of the line as checked UTF-8 */
+        size_t e = j + line_end(v + j, n - j);
+        put_utf8(w, v + j, e - j);
+        j = e;
     }
     put(w, "\n", 1);
+    return j;
 }
 
 /* One field line per line of s[0..n), cut at LF, CRLF and lone CR (a
  * client ends a line at each). n = 0 is one empty line, and so is the
  * end after a final line end: "a\n" is the lines "a" and "". */
-static void put_lines(writer *w, const char *name, const uint8_t *s, size_t n)
+static void put_lines(writer *w, const char *name_colon, size_t len,
+                      const uint8_t *s, size_t n)
 {
     size_t i = 0;
     for (;;) {
-        size_t j = i + plain_run(s + i, n - i);
-        while (j < n && s[j] != '\n' && s[j] != '\r')
-            j += 1 + plain_run(s + j + 1, n - j - 1); /* past a non-ASCII byte */
-        put_field(w, name, s + i, j - i);
-        if (j == n)
+        i += put_field(w, name_colon, len, s + i, n - i);
+        if (i == n)
             return;
-        i = j + (s[j] == '\r' && j + 1 < n && s[j + 1] == '\n' ? 2 : 1);
+        i += (s[i] == '\r' && i + 1 < n && s[i + 1] == '\n' ? 2 : 1);
     }
 }
 
@@ -193,18 +337,18 @@ static void put_base64_line(writer *w, const uint8_t *s, size_t n)
     put(w, "\n", 1);
 }
 
-static void put_u64_field(writer *w, const char *name, uint64_t v)
+/* "name: digits\n"; `name` includes the ": ". */
+static void put_u64_field(writer *w, const char *name, size_t len, uint64_t v)
 {
     char tmp[24];
     size_t i = sizeof(tmp);
+    tmp[--i] = '\n';
     do {
         tmp[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v != 0);
-    put(w, name, strlen(name));
-    put(w, ": ", 2);
+    put(w, name, len);
     put(w, tmp + i, sizeof(tmp) - i);
-    put(w, "\n", 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -230,16 +374,23 @@ static int frame_init(frame *f, const evs_event *ev, const evs_sse_opts *opts)
     memset(f, 0, sizeof(*f));
     if (o.retry_ms < 0)
         return EVS_EINVAL;
-    const char *name = evs_event_type_name(ev);
-    /* A type name is validated when set, but decoders and future
-     * constructors may be less careful; a CR or LF here would let the name
-     * end its line and start a field of its choosing. (NUL cannot be seen
-     * through a C string and cannot be stored: names are copied with
-     * strndup.) */
-    if (name == NULL || name[0] == '\0' || strpbrk(name, "\r\n") != NULL)
-        return EVS_EINVAL;
-    if (strcmp(name, "message") != 0)
-        f->type = name;
+    evs_type t = evs_event_type(ev);
+    if (t == EVS_TYPE_CUSTOM) {
+        const char *name = evs_event_type_name(ev);
+        /* A custom name is validated when set, but decoders and future
+         * constructors may be less careful; a CR or LF here would let the
+         * name end its line and start a field of its choosing. (NUL
+         * cannot be seen through a C string and cannot be stored: names
+         * are copied with strndup.) */
+        if (name == NULL || name[0] == '\0' || strpbrk(name, "\r\n") != NULL)
+            return EVS_EINVAL;
+        if (strcmp(name, "message") != 0)
+            f->type = name;
+    } else if (t != EVS_TYPE_MESSAGE) {
+        f->type = evs_event_type_name(ev); /* built-in names: plain words */
+        if (f->type == NULL)
+            return EVS_EINVAL;
+    }
     if (!o.omit_id)
         f->id = evs_event_id(ev);
     f->retry_ms = o.retry_ms;
@@ -275,15 +426,15 @@ static int frame_init(frame *f, const evs_event *ev, const evs_sse_opts *opts)
 static void frame_write(writer *w, const frame *f)
 {
     if (f->id != 0)
-        put_u64_field(w, "id", f->id);
+        put_u64_field(w, "id: ", 4, f->id);
     if (f->type != NULL)
-        put_field(w, "event", (const uint8_t *)f->type, strlen(f->type));
+        put_field(w, "event:", 6, (const uint8_t *)f->type, strlen(f->type));
     if (f->base64)
         put_base64_line(w, f->data, f->len);
     else
-        put_lines(w, "data", f->data, f->len);
+        put_lines(w, "data:", 5, f->data, f->len);
     if (f->retry_ms > 0)
-        put_u64_field(w, "retry", (uint64_t)f->retry_ms);
+        put_u64_field(w, "retry: ", 7, (uint64_t)f->retry_ms);
     put(w, "\n", 1);
 }
 
@@ -346,13 +497,13 @@ int evs_sse_comment(evs_buf *out, const char *text, size_t len)
         return EVS_EINVAL;
     const uint8_t *s = (const uint8_t *)text;
     writer w = {NULL, 0, 0};
-    put_lines(&w, "", s, len);
+    put_lines(&w, ":", 1, s, len);
     put(&w, "\n", 1);
     int rc = evs_buf_reserve(out, w.n);
     if (rc != 0)
         return rc;
     writer o = {out->data + out->len, 0, SIZE_MAX};
-    put_lines(&o, "", s, len);
+    put_lines(&o, ":", 1, s, len);
     put(&o, "\n", 1);
     out->len += o.n;
     out->data[out->len] = '\0';

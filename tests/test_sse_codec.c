@@ -443,6 +443,59 @@ Test(sse_encode, invalid_utf8_is_written_as_replacement_characters)
     evs_event_unref(ev);
 }
 
+/* The naive reading of the rules, for data that is valid UTF-8: one
+ * "data:" line per line, cut at LF, CRLF and lone CR. */
+static bytes naive_data_lines(const uint8_t *s, size_t n)
+{
+    bytes b = {0};
+    size_t i = 0;
+    for (;;) {
+        size_t j = i;
+        while (j < n && s[j] != '\n' && s[j] != '\r')
+            j++;
+        if (j == i) {
+            b_str(&b, "data:\n");
+        } else {
+            b_str(&b, "data: ");
+            b_add(&b, s + i, j - i);
+            b_str(&b, "\n");
+        }
+        if (j == n)
+            break;
+        i = j + (s[j] == '\r' && j + 1 < n && s[j + 1] == '\n' ? 2 : 1);
+    }
+    b_str(&b, "\n");
+    return b;
+}
+
+/* The encoder scans and copies 16 or 8 bytes at a time: put each kind of
+ * byte that needs care at every position of data of every length around
+ * those block sizes, and compare with the naive reading. */
+Test(sse_encode, line_ends_and_utf8_at_every_position_match_the_naive_reading)
+{
+    static const char *const specials[] = {"\n", "\r", "\r\n", "\xc3\xa9", "\xe2\x82\xac"};
+    uint8_t data[80];
+    for (size_t len = 0; len <= 70; len++) {
+        for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++) {
+            size_t sl = strlen(specials[k]);
+            for (size_t pos = 0; pos + sl <= len; pos++) {
+                for (size_t i = 0; i < len; i++)
+                    data[i] = (uint8_t)('a' + i % 26);
+                memcpy(data + pos, specials[k], sl);
+                evs_event *ev = text_event(0, NULL, data, len);
+                bytes got = encode(ev, NULL);
+                bytes want = naive_data_lines(data, len);
+                cr_assert(got.n == want.n && memcmp(got.p, want.p, got.n) == 0,
+                          "len %zu, special %zu at %zu:\n%s\nwant\n%s", len, k, pos,
+                          got.p, want.p);
+                free(got.p);
+                free(want.p);
+                evs_event_unref(ev);
+            }
+        }
+    }
+}
+
 Test(sse_encode, json_content_is_sent_as_is_split_at_line_ends)
 {
     const char *js = "{\r\n  \"a\": [1,\n2]\r}";
