@@ -36,6 +36,7 @@
 #include "epoch.h"
 #include "event.h"
 #include "heartbeat.h"
+#include "metrics.h"
 #include "ring.h"
 #include "router.h"
 #include "stream.h"
@@ -75,7 +76,15 @@ struct evs_sub {
     unsigned active;
     /* Counters: added by whoever delivered (ck_pr RMW), read by stats. */
     uint64_t delivered, filtered, errors, hwm;
+    /* opts.metrics: handler times and the throughput window; NULL
+     * otherwise. Set before the subscription is visible, freed with it. */
+    struct sub_metrics *metrics;
     ck_epoch_entry_t epoch_entry;
+};
+
+struct sub_metrics {
+    evs__hist htime;
+    evs__rate rate;
 };
 
 /* The immutable subscription set readers see. */
@@ -163,6 +172,13 @@ struct evs_stream {
     bool has_thread;
     unsigned stop; /* tells the dispatcher to exit once drained */
     ck_epoch_record_t *dispatcher_record;
+
+    /* Metrics: handler times (opts.metrics, else NULL; written by
+     * whoever calls handlers) and the stream's throughput window (only
+     * stats readers touch it). */
+    evs__hist *htime;
+    evs__rate rate;
+    int64_t rate_interval_ns;
 };
 
 /* The stream whose handler this thread is running (or whose dispatcher
@@ -300,7 +316,16 @@ static void deliver_run(evs_stream *s, evs_sub *sub, const evs_event *const *evs
             filtered++;
             continue;
         }
-        int rc = sub->handler(ev, sub->user);
+        int rc;
+        if (evs_unlikely(sub->metrics != NULL)) {
+            int64_t t0 = evs__now_mono_ns();
+            rc = sub->handler(ev, sub->user);
+            uint64_t dt = (uint64_t)(evs__now_mono_ns() - t0);
+            evs__hist_add(&sub->metrics->htime, dt);
+            evs__hist_add(s->htime, dt);
+        } else {
+            rc = sub->handler(ev, sub->user);
+        }
         delivered++;
         if (evs_unlikely(rc != 0)) {
             errors++;
@@ -877,6 +902,10 @@ static void free_array_cb(ck_epoch_entry_t *e)
 
 static void free_sub(evs_sub *sub)
 {
+    if (sub->metrics != NULL) {
+        evs__rate_destroy(&sub->metrics->rate);
+        evs__free(sub->metrics);
+    }
     evs__free(sub->pattern);
     evs__free(sub);
 }
@@ -957,6 +986,13 @@ int evs_subscribe(evs_sub **out, evs_stream *s, const char *pattern,
     if (sub->pattern == NULL) {
         evs__free(sub);
         return EVS_ENOMEM;
+    }
+    if (s->htime != NULL) {
+        if ((sub->metrics = evs__calloc(1, sizeof(*sub->metrics))) == NULL) {
+            free_sub(sub);
+            return EVS_ENOMEM;
+        }
+        evs__rate_init(&sub->metrics->rate);
     }
     sub->stream = s;
     sub->handler = handler;
@@ -1050,6 +1086,16 @@ int evs_sub_stats_get(const evs_sub *csub, evs_sub_stats *out)
     out->handler_errors = evs_load(&sub->errors);
     out->queue_hwm = evs_load(&sub->hwm);
     out->dropped = total_drops(sub->stream) - evs_load(&sub->drops_at_start);
+    out->delivered_per_s = 0;
+    memset(&out->handler, 0, sizeof(out->handler));
+    if (sub->metrics != NULL) {
+        uint64_t c[EVS__RATE_COUNTERS] = {out->delivered, 0};
+        double r[EVS__RATE_COUNTERS];
+        evs__rate_sample(&sub->metrics->rate, evs__now_mono_ns(), sub->stream->rate_interval_ns,
+                         c, r);
+        out->delivered_per_s = r[0];
+        evs__hist_read(&sub->metrics->htime, &out->handler);
+    }
     return 0;
 }
 
@@ -1072,7 +1118,8 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
         o.backpressure_pct < 0 || o.backpressure_pct > 100 ||
         (unsigned)o.overflow > EVS_OVERFLOW_FAIL || o.block_timeout_ms < 0 ||
         (unsigned)o.delivery > EVS_DELIVERY_INLINE || (unsigned)o.wait > EVS_WAIT_SPIN ||
-        (o.history != EVS_HISTORY_NONE && o.history > EVS_MAX_CAPACITY))
+        (o.history != EVS_HISTORY_NONE && o.history > EVS_MAX_CAPACITY) ||
+        o.metrics_interval_ms < 0)
         return EVS_EINVAL;
     if (o.slot_bytes > 0 &&
         (o.slot_bytes > EVS_MAX_SLOT_BYTES || o.delivery != EVS_DELIVERY_DISPATCHER ||
@@ -1087,8 +1134,13 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
     s->hist_cap = o.history == EVS_HISTORY_NONE ? 0 : o.history ? o.history : DEFAULT_HISTORY;
     ck_ec32_init(&s->pub_ec, 0);
     ck_ec32_init(&s->run_ec, 0);
+    s->rate_interval_ns = (int64_t)(o.metrics_interval_ms > 0 ? o.metrics_interval_ms : 1000) *
+                          1000000;
+    evs__rate_init(&s->rate);
     int rc = EVS_ENOMEM;
     if (s->hist_cap > 0 && (s->hist = evs__calloc(s->hist_cap, sizeof(*s->hist))) == NULL)
+        goto fail_hist;
+    if (o.metrics && (s->htime = evs__calloc(1, sizeof(*s->htime))) == NULL)
         goto fail_hist;
     if (pthread_mutex_init(&s->sub_lock, NULL) != 0) {
         rc = EVS_ESYSTEM;
@@ -1153,6 +1205,8 @@ fail_hist_lock:
 fail_sub_lock:
     pthread_mutex_destroy(&s->sub_lock);
 fail_hist:
+    evs__free(s->htime);
+    evs__rate_destroy(&s->rate);
     evs__free(s->hist);
     evs__free(s);
     return rc;
@@ -1269,6 +1323,8 @@ int evs_stream_destroy(evs_stream *s)
     evs__router_destroy(s->router);
     pthread_mutex_destroy(&s->sub_lock);
     pthread_mutex_destroy(&s->hist_lock);
+    evs__free(s->htime);
+    evs__rate_destroy(&s->rate);
     evs__free(s);
     return 0;
 }
@@ -1308,5 +1364,11 @@ int evs_stream_stats_get(evs_stream *s, evs_stream_stats *out)
     for (size_t i = 0; a != NULL && i < a->n; i++)
         out->subscribers += !evs_load(&a->subs[i]->dead);
     pthread_mutex_unlock(&s->sub_lock);
+    uint64_t c[EVS__RATE_COUNTERS] = {out->published, out->delivered};
+    double r[EVS__RATE_COUNTERS];
+    evs__rate_sample(&s->rate, evs__now_mono_ns(), s->rate_interval_ns, c, r);
+    out->published_per_s = r[0];
+    out->delivered_per_s = r[1];
+    evs__hist_read(s->htime, &out->handler);
     return 0;
 }
