@@ -294,4 +294,11 @@ extern const int scn_sse_json;    /* side arg: events with JSON data */
 extern const int scn_sse_msgpack; /* side arg: msgpack data rendered as JSON */
 extern const int scn_sse_json_4k; /* side arg: ~4 KiB JSON snapshots */
 
+/* The hub (scn_hub.c): `evstream serve` as its own process, loaded
+ * over loopback HTTP by libcurl clients in this one. */
+int scn_hub_idle_memory(const bench_params *p, bench_result *r);
+int scn_hub_fanout(const bench_params *p, bench_result *r);
+extern const int scn_hub_pub1; /* side arg: 1 publisher */
+extern const int scn_hub_pub4; /* side arg: 4 publishers */
+
 #endif /* EVS_BENCH_H */

@@ -170,6 +170,20 @@ const bench_scenario bench_scenarios[] = {
      {VARIANT_FN("evstream SSE client (mailbox 64, heartbeat on)", scn_sse_idle_memory, NULL)},
      {{.name = NULL}},
      {{.metric = GOAL_VALUE_MAX, .value = 2048}}},
+    /* The hub as a user runs it: its own process, HTTP on loopback,
+     * libcurl clients (scn_hub.c). Run once (10 s fixed: the row is a
+     * fixed amount of work, not a timed loop). */
+    {"hub-idle", "evstream serve: resident memory per idle client, 10,000 clients",
+     "bytes/client", BENCH_VALUE, {.pubs = 1, .subs = 1}, 0, 0,
+     {VARIANT_FN("evstream serve (defaults)", scn_hub_idle_memory, NULL)},
+     {{.name = NULL}},
+     {NO_GOAL}},
+    {"hub-fanout", "evstream serve: 1,000 clients, 10,000 events by POST, publish -> client",
+     "ns", BENCH_LATENCY, {.pubs = 1, .subs = 1}, 0, 10.0,
+     {VARIANT_FN("evstream serve, 1 publisher", scn_hub_fanout, &scn_hub_pub1),
+      VARIANT_FN("evstream serve, 4 publishers", scn_hub_fanout, &scn_hub_pub4)},
+     {{.name = NULL}},
+     {NO_GOAL}},
 };
 
 const size_t bench_nscenarios = sizeof(bench_scenarios) / sizeof(bench_scenarios[0]);

@@ -55,7 +55,8 @@ extern "C" {
     X(EDEADLK,   -10, "would wait for the calling thread itself")            \
     X(ESYSTEM,   -11, "the system refused a resource (thread, clock)")       \
     X(ETYPE,     -12, "value has another type")                          \
-    X(EBUSY,     -13, "object is running; stop it first")
+    X(EBUSY,     -13, "object is running; stop it first")                    \
+    X(ENOTSUP,   -14, "not compiled in")
 
 enum evs_error {
     EVS_OK = 0,
@@ -141,14 +142,59 @@ typedef enum evs_content {
 } evs_content;
 
 /*
- * Limits on what an event may hold. Inputs over a limit give EVS_ETOOBIG.
- * SPEC.md lists them with their reasons.
+ * Limits on what an event may hold. Inputs over a limit give EVS_ETOOBIG
+ * (a subject or pattern over the topic limit is EVS_EINVAL). These are
+ * the defaults; evs_limits_set changes them at run time. SPEC.md lists
+ * them with their reasons.
  */
-#define EVS_MAX_TOPIC     4096u           /* bytes in a topic */
+#define EVS_MAX_TOPIC     4096u           /* bytes in a topic or pattern */
 #define EVS_MAX_TYPE_NAME 256u            /* bytes in a custom type name */
 #define EVS_MAX_DATA      (64u << 20)     /* bytes of data: 64 MiB */
 #define EVS_MAX_META      (1u << 20)      /* bytes of encoded metadata */
 #define EVS_MAX_DEPTH     24u             /* msgpack/JSON nesting depth */
+
+/* The largest value evs_limits_set accepts for each limit: msgpack's
+ * lengths are 32-bit, and the scanner's stack holds 64 levels of which
+ * the wire format uses two around the data. */
+#define EVS_LIMITS_TOPIC_CEILING     (64u << 10)
+#define EVS_LIMITS_TYPE_NAME_CEILING 4096u
+#define EVS_LIMITS_DATA_CEILING      ((size_t)UINT32_MAX) /* data and metadata */
+#define EVS_LIMITS_DEPTH_CEILING     60u
+
+/* The limits in force; zero in a field means its default (EVS_MAX_*). */
+typedef struct evs_limits {
+    size_t   max_topic;     /* bytes in a topic, subject or pattern;
+                               1..EVS_LIMITS_TOPIC_CEILING */
+    size_t   max_type_name; /* bytes in a custom type name (built-in
+                               names are always accepted);
+                               1..EVS_LIMITS_TYPE_NAME_CEILING */
+    size_t   max_data;      /* bytes of data; 1..EVS_LIMITS_DATA_CEILING */
+    size_t   max_meta;      /* bytes of encoded metadata;
+                               1..EVS_LIMITS_DATA_CEILING */
+    unsigned max_depth;     /* nesting of msgpack and JSON data and of each
+                               metadata value; 1..EVS_LIMITS_DEPTH_CEILING */
+} evs_limits;
+
+/*
+ * Set the process-wide limits (NULL: every default). They apply to every
+ * later check: creating, decoding and mutating events, subjects and
+ * patterns, JSON and msgpack content. A decoded message may be at most
+ * max_data + max_meta + max_topic + max_type_name + 1 KiB long (the
+ * largest event; longer is EVS_ETOOBIG before it is read). Events that
+ * exist are not checked again, so an event made under larger limits may
+ * fail to decode from its own encoding afterwards.
+ * Returns 0 or EVS_EINVAL (a field over its ceiling; nothing changes).
+ * Ownership: copies *limits.
+ * Threads: any thread; best at start-up. Concurrent calls into evstream
+ * each see, per field, the old or the new value (never a torn one).
+ */
+int evs_limits_set(const evs_limits *limits);
+
+/*
+ * The limits in force (every field filled in, none 0).
+ * Returns 0 or EVS_EINVAL (out NULL). Threads: any thread.
+ */
+int evs_limits_get(evs_limits *out);
 
 /*
  * Create an event with a copy of `data` (content EVS_CONTENT_BINARY) and
@@ -320,8 +366,13 @@ int evs_event_from_msgpack(evs_event **out, const void *buf, size_t len);
  * The id is a string (64-bit ids exceed JSON's exact integers). data is
  * rendered by content: msgpack as JSON, JSON as is, text as a string,
  * binary as a base64 string. Strings are escaped per RFC 8259 and invalid
- * UTF-8 becomes U+FFFD, so the output is always valid UTF-8 JSON.
- * Returns 0, EVS_EINVAL or EVS_ENOMEM (out unchanged then).
+ * UTF-8 becomes U+FFFD, so the output is always valid UTF-8 JSON. A
+ * msgpack map key that is not a string renders as its JSON text in a
+ * string; such keys may nest inside each other at most two deep (each
+ * level doubles the escaping: 24 levels would turn a 100-byte event into
+ * gigabytes).
+ * Returns 0, EVS_EINVAL, EVS_EBADMSG (non-string keys nested deeper than
+ * that, in data or metadata) or EVS_ENOMEM (out unchanged on error).
  * Threads: any thread once published.
  */
 int evs_event_to_json(const evs_event *ev, evs_buf *out);
@@ -361,7 +412,9 @@ typedef enum evs_wait {
 /* Most slots a stream's ring may have. */
 #define EVS_MAX_CAPACITY ((size_t)1 << 24)
 
-/* A handler's error, reported to the stream's error hook. */
+/* A handler's error, reported to the stream's error hook. Runs on the
+ * thread that called the handler: the delivering thread, or a worker of
+ * a pooled subscription (evs_sub_opts.max_concurrent). */
 typedef void (*evs_error_fn)(evs_sub *sub, const evs_event *ev, int rc,
                              void *user);
 
@@ -533,9 +586,51 @@ typedef int (*evs_handler_fn)(const evs_event *ev, void *user);
 /* A subscription's filter: true to deliver the event to the handler. */
 typedef bool (*evs_filter_fn)(const evs_event *ev, void *user);
 
-/* Per-subscription options; zero is the default. Reserved for growth. */
+/*
+ * A pooled subscription's key (evs_sub_opts.key): events whose keys are
+ * equal never run at the same time and run in delivery order. Called on
+ * the delivering thread (as the filter, after it), once per event; it
+ * must not block. evs_key_topic keys by topic.
+ */
+typedef uint64_t (*evs_key_fn)(const evs_event *ev, void *user);
+
+/* Most worker threads (evs_sub_opts.max_concurrent) of one subscription. */
+#define EVS_MAX_CONCURRENT 256u
+/* Largest evs_sub_opts.queue. */
+#define EVS_MAX_POOL_QUEUE (1u << 20)
+
+/*
+ * Per-subscription options; zero is the default for every field.
+ * Bounded concurrent handlers (SPEC.md, "Bounded concurrent handlers"):
+ * with max_concurrent = K > 0 the subscription gets K worker threads of
+ * its own and its handler runs on them, at most K calls at once (K = 1:
+ * one at a time, in delivery order), instead of on the delivering
+ * thread. The filter (and key) still run on the delivering thread, which
+ * queues each event it passes for a worker; when opts.queue events are
+ * waiting it waits for room, which throttles the stream's dispatcher and
+ * so, through the stream's queue, its publishers (the overflow policy
+ * applies there). Nothing is dropped on the way to the workers, and
+ * unsubscribe, flush, close and destroy wait for queued and running
+ * calls. evs_sub_pool_stats_get reads the pool's counters.
+ */
 typedef struct evs_sub_opts {
-    int reserved; /* must be 0 */
+    unsigned   max_concurrent; /* 0 = the handler runs on the delivering
+                                  thread, one event at a time; 1..
+                                  EVS_MAX_CONCURRENT = on that many
+                                  worker threads, at most that many
+                                  calls in flight */
+    evs_key_fn key;            /* pooled only: NULL = calls start in
+                                  delivery order but may overlap and end
+                                  in any order; else events with equal
+                                  keys never overlap and run in delivery
+                                  order (different keys still run at
+                                  once). Set without max_concurrent:
+                                  EVS_EINVAL */
+    void      *key_user;       /* passed to key; NULL = `user` */
+    unsigned   queue;          /* pooled only: events that may wait for a
+                                  worker (not counting the running ones)
+                                  before the delivering thread waits;
+                                  0 = 1024, at most EVS_MAX_POOL_QUEUE */
 } evs_sub_opts;
 
 /*
@@ -545,7 +640,13 @@ typedef struct evs_sub_opts {
  * overlapped it), in the stream's id order, until evs_unsubscribe.
  * `pattern` (NULL means ">") is stored and readable with evs_sub_pattern;
  * TopicStream matches it against topics.
- * Returns 0, EVS_EINVAL (NULL handler, bad opts), EVS_ECLOSED, EVS_ENOMEM.
+ * With opts.max_concurrent > 0 the handler runs on the subscription's
+ * worker threads (see evs_sub_opts), concurrently with the delivering
+ * thread and, for K > 1, with itself.
+ * Returns 0, EVS_EINVAL (NULL handler, bad opts, a pattern longer than
+ * the topic limit on any stream, an invalid one on a TopicStream),
+ * EVS_ECLOSED, EVS_ENOMEM, EVS_ESYSTEM (worker threads could not be
+ * started).
  * Ownership: copies `pattern`; `user` is passed back untouched and must
  * live until evs_unsubscribe returns. *out belongs to the stream: it is
  * freed by evs_unsubscribe or evs_stream_destroy.
@@ -561,12 +662,59 @@ int evs_subscribe(evs_sub **out, evs_stream *s, const char *pattern,
  * for a call in progress to finish, and inside the subscription's own
  * handler it returns at once (that call is the last). The handle is
  * invalid afterwards.
+ * A pooled subscription (opts.max_concurrent): from another thread it
+ * first waits until every event already queued for its workers has been
+ * handled and no call runs, then ends the workers. Inside one of its
+ * calls (on a worker) it drops the queued events instead (counted in
+ * evs_pool_stats.discarded) and waits only for the other calls in
+ * flight, so the calling one is the last.
  * Returns 0 or EVS_EINVAL (NULL).
  * Threads: any thread, including inside any handler of this stream.
  * Blocks: while a call of this subscription's handler runs on another
- * thread.
+ * thread (pooled: also while its queue drains).
  */
 int evs_unsubscribe(evs_sub *sub);
+
+/*
+ * An evs_key_fn that keys by topic (a 64-bit FNV-1a hash of it): events
+ * with the same topic never run at the same time and run in order.
+ * Topics that share a hash share an order: less concurrency, never a
+ * wrong order. `user` is not used.
+ * Threads: any thread.
+ */
+uint64_t evs_key_topic(const evs_event *ev, void *user);
+
+/* A pooled subscription's counters (evs_sub_opts.max_concurrent). */
+typedef struct evs_pool_stats {
+    uint64_t max_concurrent; /* worker threads: the bound on in_flight */
+    uint64_t queued;         /* events waiting for a worker now */
+    uint64_t queued_hwm;     /* most events ever waiting at once */
+    uint64_t in_flight;      /* handler calls running now */
+    uint64_t in_flight_hwm;  /* most calls ever running at once (<= K) */
+    uint64_t completed;      /* handler calls that returned */
+    uint64_t errors;         /* of those, non-zero returns (also counted
+                                as the subscription's handler_errors) */
+    uint64_t waits;          /* deliveries that waited for room in a full
+                                queue: backpressure on the stream */
+    uint64_t discarded;      /* events dropped because the subscription
+                                was ended from inside one of its calls */
+    uint64_t rejected;       /* events refused with EVS_EDEADLK: delivered
+                                to a full queue by one of the pool's own
+                                workers (a handler publishing to its own
+                                inline stream), which must not wait for
+                                itself; also a handler error */
+    uint64_t nomem;          /* slot events (evs_stream_claim) whose copy
+                                could not be allocated; also a handler
+                                error (EVS_ENOMEM) */
+} evs_pool_stats;
+
+/*
+ * Read a pooled subscription's counters. The subscription's own
+ * evs_sub_stats count the events handed to the pool as `delivered`.
+ * Returns 0, or EVS_EINVAL (NULL, or a subscription without a pool).
+ * Threads: any thread, until evs_unsubscribe.
+ */
+int evs_sub_pool_stats_get(const evs_sub *sub, evs_pool_stats *out);
 
 /* The stored pattern (">" when NULL was given).
  * Ownership: borrowed from `sub`, valid until evs_unsubscribe.
@@ -582,6 +730,11 @@ const char *evs_sub_pattern(const evs_sub *sub);
  * with the number still queued in *left (if left is not NULL; 0 on
  * success). Inside a handler of this stream it does not wait (as if
  * timeout_ms were 0): the rest is delivered after the handler returns.
+ * "Delivered" includes the calls of pooled subscriptions
+ * (evs_sub_opts.max_concurrent): close waits until every event handed
+ * to their workers has been handled, and *left counts those still
+ * queued or running too. A worker of a pooled subscription counts as
+ * inside a handler of the stream.
  * Threads: any thread, concurrently with publishers.
  * Blocks: up to timeout_ms.
  */
@@ -589,17 +742,20 @@ int evs_stream_close(evs_stream *s, int timeout_ms, uint64_t *left);
 
 /*
  * Wait until every event accepted so far has been delivered (the stream
- * stays open). Returns 0, EVS_ETIMEDOUT (with *left as for close),
- * or EVS_EDEADLK inside a handler of this stream.
+ * stays open), including the calls of pooled subscriptions, as for
+ * close. Returns 0, EVS_ETIMEDOUT (with *left as for close), or
+ * EVS_EDEADLK inside a handler of this stream (a pooled subscription's
+ * worker included: it would wait for its own call).
  * Threads: any thread. Blocks: up to timeout_ms.
  */
 int evs_stream_flush(evs_stream *s, int timeout_ms, uint64_t *left);
 
 /*
  * Close the stream, deliver everything it accepted, stop its thread,
- * end the remaining subscriptions and free it. Accepts NULL.
+ * end the remaining subscriptions (waiting for their pooled calls and
+ * worker threads) and free it. Accepts NULL.
  * Returns 0, or EVS_EDEADLK (and does nothing) inside a handler of this
- * stream.
+ * stream, a pooled subscription's worker included.
  * Ownership: every evs_sub of the stream becomes invalid.
  * Threads: any thread but the stream's dispatcher; not concurrently with
  * other calls on `s` (close the stream and join your publishers first).
@@ -1402,6 +1558,180 @@ int evs_batch_subscribe(evs_batcher **out, evs_stream *s, const char *pattern,
 int evs_batch_stop(evs_batcher *b);
 
 /* ------------------------------------------------------------------ */
+/* Windows                                                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Time windows over the event timestamp (evs_event_timestamp: ns since
+ * the Unix epoch). A windower subscribes to a stream, keeps each event
+ * in the windows its timestamp falls in, and hands `fn` every window's
+ * events once the window has closed. SPEC.md, "Windows", gives the
+ * rules with their reasons.
+ *
+ * Windows are opts.size_ms long and one starts every opts.slide_ms:
+ * window k is [offset + k*slide, offset + k*slide + size) in ns, k any
+ * integer. slide = size (the default) gives tumbling windows, each event
+ * in exactly one; slide < size gives sliding (hopping) windows, each
+ * event in size/slide of them (rounded up). Start inclusive, end
+ * exclusive: an event stamped exactly at a window's end belongs to the
+ * next window, not to it.
+ *
+ * A window closes when the wall clock (CLOCK_REALTIME, the clock event
+ * timestamps come from) reaches its end plus opts.lateness_ms. The
+ * heartbeat service's timer closes it then, whether or not more events
+ * arrive, and fn gets it: windows holding no event are skipped, the
+ * others come in window order, each exactly once, with their events in
+ * timestamp order (equal timestamps in delivery order, which is id
+ * order on a dispatcher stream).
+ *
+ * An event is late when every window it belongs to has been closed by
+ * the time the windower receives it: it is counted (stats.late) and
+ * dropped, or handed to opts.on_late. An event whose sliding windows
+ * have partly closed joins the ones still open and is not late.
+ *
+ * evs_window_stop hands over every window still holding events,
+ * including open ones, marked partial, so every event taken is in fn's
+ * windows; to drop partial windows instead, ignore them in fn.
+ *
+ * Memory: the events of the open windows (one reference each, however
+ * many windows share it; a heap copy for slot events), 24 bytes each.
+ */
+
+/* Largest size_ms and lateness_ms: 2^40 ms, about 34 years. */
+#define EVS_WINDOW_MAX_MS ((int64_t)1 << 40)
+/* Timestamps outside [-EVS_WINDOW_MAX_TS, EVS_WINDOW_MAX_TS] (2^62 ns,
+ * 1824 to 2116) cannot be placed in windows without overflow; such
+ * events go the way of late ones and are counted in stats.out_of_range. */
+#define EVS_WINDOW_MAX_TS ((int64_t)1 << 62)
+
+/* One window, as handed to evs_window_fn. Times are event time, ns
+ * since the Unix epoch. */
+typedef struct evs_window {
+    int64_t start_ns; /* first instant in the window */
+    int64_t end_ns;   /* first instant after it (start_ns + size) */
+    bool    partial;  /* handed over by evs_window_stop before it closed:
+                         events arriving later might have joined it */
+} evs_window;
+
+/*
+ * A window's aggregate callback. `events` holds `n` >= 1 events in
+ * timestamp order; fn borrows them and the array until it returns
+ * (evs_event_ref one to keep it). Return 0; a non-zero return is counted
+ * in stats.errors and changes nothing else.
+ * It runs on the heartbeat service thread (a window closing) or in
+ * evs_window_stop (the rest), one window at a time, never concurrently
+ * with itself, and with no evstream lock held: it may publish, subscribe
+ * and unsubscribe, but must not stop its own windower (EVS_EDEADLK). A
+ * slow fn delays every other timer of the service (heartbeats, batch
+ * flushes, other windows).
+ */
+typedef int (*evs_window_fn)(const evs_window *w, const evs_event *const *events,
+                             size_t n, void *user);
+
+/*
+ * The late-event hook: called with each late event (borrowed until it
+ * returns) on the delivering thread (the stream's dispatcher, or the
+ * publisher under inline delivery), possibly while fn runs on another
+ * thread. Its non-zero return is counted as the subscription's handler
+ * error.
+ */
+typedef int (*evs_window_late_fn)(const evs_event *ev, void *user);
+
+/* Window options. size_ms is required; zero is the default elsewhere. */
+typedef struct evs_window_opts {
+    int64_t size_ms;     /* window length, 1..EVS_WINDOW_MAX_MS; 0 (there is
+                            no sensible default) is EVS_EINVAL */
+    int64_t slide_ms;    /* 0 = size_ms (tumbling); 1..size_ms: a window
+                            starts every slide_ms (sliding) */
+    int64_t offset_ms;   /* 0 = windows aligned to the Unix epoch (an
+                            hour-long window is a UTC hour); 0..slide-1:
+                            starts shifted by this much */
+    int64_t lateness_ms; /* 0 = a window closes at its end; 1..
+                            EVS_WINDOW_MAX_MS: this much later, so events
+                            that arrive up to that late still join it */
+    evs_window_late_fn on_late; /* NULL = late events are dropped (and
+                            counted); else each goes to on_late (and is
+                            counted) */
+    void *late_user;     /* passed to on_late; NULL = `user` */
+    void *filter_user;   /* passed to the filter; NULL = `user` */
+    size_t max_held;     /* memory bound: most events held for open windows
+                            at once; 0 = EVS_WINDOW_DEFAULT_HELD. An event
+                            that would pass it is refused (stats.overflow;
+                            the stream counts a handler error, EVS_EFULL) */
+} evs_window_opts;
+
+/* The default bound on events a windower holds (opts.max_held). */
+#define EVS_WINDOW_DEFAULT_HELD ((size_t)1 << 20)
+
+typedef struct evs_windower evs_windower;
+
+/*
+ * Subscribe a windower to `s` (as evs_subscribe: `pattern` NULL means
+ * ">", on a TopicStream it selects subjects; `filter`, if not NULL, runs
+ * first on the delivering thread with opts->filter_user or `user`).
+ * Windows that closed before this call (by the wall clock now) take no
+ * events: theirs are late.
+ * Returns 0, EVS_EINVAL (out, s, fn or opts NULL, a bad option),
+ * EVS_ECLOSED (the stream is closed), EVS_ENOMEM or EVS_ESYSTEM (the
+ * heartbeat service thread could not start); *out is NULL on failure.
+ * Ownership: copies `pattern` and the options; `user`, late_user and
+ * filter_user must live until evs_window_stop returns. The caller owns
+ * *out and must evs_window_stop it before destroying `s`.
+ * Threads: any thread, as evs_subscribe.
+ * An event stored in a stream's ring slot (opts.slot_bytes) is copied;
+ * if the copy (or room for the event) cannot be allocated the event is
+ * left out, counted in stats.nomem, and the stream counts a handler
+ * error (EVS_ENOMEM).
+ */
+int evs_window_subscribe(evs_windower **out, evs_stream *s, const char *pattern,
+                         evs_window_fn fn, evs_filter_fn filter, void *user,
+                         const evs_window_opts *opts);
+
+/*
+ * Wait until the stream has delivered what it accepted before the call
+ * (as evs_stream_flush; skipped inside a handler of the stream, where it
+ * would wait for itself), unsubscribe, cancel the timer, then hand fn,
+ * on the calling thread and in window order, every window still holding
+ * events: those closed by now as complete ones, the rest with
+ * partial = true. Then free the windower. Once it returns fn, on_late
+ * and the filter are never called again and their user pointers may be
+ * freed. Accepts NULL (returns 0).
+ * Returns 0, or EVS_EDEADLK (and does nothing) inside this windower's fn.
+ * Ownership: `w` is invalid afterwards.
+ * Threads: any thread but inside this windower's fn; not concurrently
+ * with itself or evs_window_stats_get on one windower.
+ * Blocks: until the stream has delivered what it accepted, while a fn
+ * call in progress on the service thread returns, then for the final
+ * fn calls.
+ */
+int evs_window_stop(evs_windower *w);
+
+/* A windower's counters. */
+typedef struct evs_window_stats {
+    uint64_t events;       /* events taken into windows */
+    uint64_t windows;      /* windows handed to fn */
+    uint64_t partial;      /* of those, handed over open by stop */
+    uint64_t errors;       /* fn's non-zero returns */
+    uint64_t late;         /* late events (dropped, or given to on_late) */
+    uint64_t out_of_range; /* events outside +-EVS_WINDOW_MAX_TS (handled
+                              as late ones, not counted in `late`) */
+    uint64_t nomem;        /* events left out for lack of memory */
+    uint64_t overflow;     /* events refused at opts.max_held */
+    uint64_t held;         /* events held now, for the open windows */
+    int64_t  late_before_ns; /* an event stamped earlier than this is
+                              late now: the start of the first window
+                              still open (event time, ns) */
+} evs_window_stats;
+
+/*
+ * Read the windower's counters (a consistent snapshot).
+ * Returns 0 or EVS_EINVAL.
+ * Threads: any thread, concurrently with delivery and fn, until
+ * evs_window_stop.
+ */
+int evs_window_stats_get(evs_windower *w, evs_window_stats *out);
+
+/* ------------------------------------------------------------------ */
 /* Pipelines (StreamProcessor)                                         */
 /* ------------------------------------------------------------------ */
 
@@ -1541,6 +1871,264 @@ typedef struct evs_stage_stats {
  */
 int evs_processor_stats_get(const evs_processor *p, evs_processor_stats *out);
 int evs_processor_stage_stats_get(const evs_processor *p, size_t index, evs_stage_stats *out);
+
+/* ------------------------------------------------------------------ */
+/* NATS bridge                                                         */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A bridge joins a TopicStream to a NATS server, so that hubs in several
+ * processes or on several machines share topics (SPEC.md, "NATS
+ * bridge"). It uses the nats.c client and is compiled in when the build
+ * finds libnats (pkg-config); without it evs_nats_bridge_create returns
+ * EVS_ENOTSUP and evs_nats_supported() is false.
+ *
+ * Export: a local event whose subject matches an export pattern is
+ * published to NATS on PREFIX.<subject> (or <subject> with no prefix),
+ * encoded with evs_event_to_msgpack, with the headers below. Import: a
+ * NATS message on PREFIX.<s> where <s> matches an import pattern is
+ * published to the local stream with topic <s>: decoded with
+ * evs_event_from_msgpack when it has the Evs-Origin header, else (a
+ * message from another NATS client) as a "message" event whose binary
+ * data is the payload. Loops: a message carrying this bridge's origin is
+ * dropped (stats.dropped_loops), and an event the bridge imported is
+ * never exported again, so two bridges that import and export the same
+ * subjects pass each event across once.
+ *
+ * Durable mode (opts.durable = a JetStream stream name): exports are
+ * stored in that JetStream stream (created if missing) and acknowledged
+ * by it, retried until they are; imports come from a JetStream consumer
+ * that replays from opts.replay, so a bridge started later, or
+ * restarted, gets what the JetStream stream retained. With
+ * opts.seq_ids the local stream becomes a mirror of the JetStream
+ * stream: every local event id equals its JetStream sequence number, so
+ * a Last-Event-ID is valid on every hub (SPEC.md, "Ids across hubs").
+ *
+ * Failures: the bridge connects, reconnects (forever) and re-creates
+ * what it needs in the background. Local publishers and the stream's
+ * dispatcher never wait for NATS: exports go through a bounded queue
+ * served by the bridge's own thread, and what cannot be forwarded is
+ * counted (evs_nats_stats).
+ */
+#define EVS_NATS_HDR_ORIGIN "Evs-Origin" /* the exporting bridge's origin */
+#define EVS_NATS_HDR_ID     "Evs-Id"     /* the event's id in the exporting
+                                            stream, decimal */
+#define EVS_NATS_HDR_TYPE   "Evs-Type"   /* evs_event_type_name */
+
+/* Longest origin, prefix-free name (durable stream, consumer). */
+#define EVS_NATS_MAX_NAME 64u
+
+/* Where a durable bridge's imports start (opts.replay). */
+typedef enum evs_nats_replay {
+    EVS_NATS_REPLAY_ALL = 0, /* every message the JetStream stream holds */
+    EVS_NATS_REPLAY_NEW,     /* only messages stored after the bridge
+                                subscribed */
+    EVS_NATS_REPLAY_SEQ,     /* from sequence opts.replay_seq (>= 1) on */
+    EVS_NATS_REPLAY_TIME     /* from the first message stored at or after
+                                opts.replay_time_ns */
+} evs_nats_replay;
+
+typedef struct evs_nats_bridge evs_nats_bridge;
+
+/* Bridge options; zero is the default for every field. */
+typedef struct evs_nats_opts {
+    const char *url;            /* NULL = "nats://127.0.0.1:4222"; a
+                                   comma-separated list names several
+                                   servers of one cluster */
+    const char *const *exports; /* nexports local subject patterns whose
+                                   events are published to NATS; NULL/0 =
+                                   none */
+    size_t nexports;
+    const char *const *imports; /* nimports patterns, in local form
+                                   (without the prefix), imported from
+                                   NATS; NULL/0 = none. Durable mode takes
+                                   at most one (a JetStream consumer has
+                                   one filter subject): use a wildcard */
+    size_t nimports;
+    const char *prefix;         /* NULL or "" = none; else a subject without
+                                   wildcards: local "a.b" is NATS
+                                   "PREFIX.a.b" both ways */
+    const char *origin;         /* this bridge's origin id: NULL = 16 random
+                                   hex digits, new per bridge; else 1..
+                                   EVS_NATS_MAX_NAME bytes of [A-Za-z0-9_-].
+                                   Bridges that must not import each
+                                   other's events share one */
+    size_t queue;               /* events that may wait for export; past it
+                                   they are dropped and counted
+                                   (export_dropped); 0 = 65536 */
+    int reconnect_wait_ms;      /* pause between connection attempts;
+                                   0 = 250 */
+    int reconnect_buf;          /* core mode: bytes of exports nats.c keeps
+                                   while reconnecting (sent on reconnect);
+                                   0 = 8 MiB; past it exports fail
+                                   (export_failed) */
+    int timeout_ms;             /* connect, JetStream request and publish-ack
+                                   timeout; 0 = 2000 */
+    int import_pending;         /* messages nats.c may hold per import
+                                   subscription while the local stream is
+                                   slow; past it NATS drops (core mode:
+                                   import_dropped); 0 = 65536 */
+    const char *durable;        /* NULL = core NATS (at most once); else the
+                                   JetStream stream name, 1..
+                                   EVS_NATS_MAX_NAME bytes of
+                                   [A-Za-z0-9_-]: exports are stored there,
+                                   imports replay from it */
+    const char *consumer;       /* durable: NULL = imports through an
+                                   ordered consumer starting at
+                                   opts.replay each time the bridge starts;
+                                   else a durable consumer of that name
+                                   (same charset), created at opts.replay
+                                   the first time and resumed after the
+                                   last acknowledged message afterwards */
+    evs_nats_replay replay;     /* durable: where imports start; 0 = all */
+    uint64_t replay_seq;        /* EVS_NATS_REPLAY_SEQ: the first sequence */
+    int64_t replay_time_ns;     /* EVS_NATS_REPLAY_TIME: ns since the epoch */
+    bool seq_ids;               /* durable: local ids are JetStream sequence
+                                   numbers. The bridge must be the local
+                                   stream's only publisher (no exports,
+                                   stream heartbeat_ms 0): it imports its
+                                   own messages too and fills sequence gaps
+                                   with heartbeat events. Publish local
+                                   events with evs_nats_bridge_publish */
+    int64_t max_msgs;           /* durable, when the bridge creates the
+                                   JetStream stream: messages it keeps;
+                                   0 = no limit */
+    int64_t max_age_ms;         /* ... and how long; 0 = no limit */
+} evs_nats_opts;
+
+/* A bridge's counters, a plain-data snapshot. Each is exact, read one by
+ * one. */
+typedef struct evs_nats_stats {
+    uint64_t exported;        /* events NATS accepted (durable: stored and
+                                 acknowledged by JetStream) */
+    uint64_t export_buffered; /* core: events handed to nats.c while
+                                 disconnected, kept in its reconnect
+                                 buffer and sent on reconnect */
+    uint64_t export_failed;   /* core: events NATS refused (lost); durable:
+                                 publish attempts that failed and were
+                                 retried */
+    uint64_t export_dropped;  /* events refused by the full export queue,
+                                 or still queued when the bridge was
+                                 destroyed */
+    uint64_t export_queued;   /* events waiting for export now */
+    uint64_t imported;        /* messages published to the local stream */
+    uint64_t import_failed;   /* messages that did not decode, or that the
+                                 local stream refused (its overflow
+                                 policy, closed) */
+    uint64_t import_dropped;  /* messages nats.c dropped because the import
+                                 fell behind (import_pending) */
+    uint64_t dropped_loops;   /* messages dropped for carrying our origin */
+    uint64_t duplicates;      /* durable: redelivered messages skipped */
+    uint64_t id_gaps;         /* seq_ids: heartbeat events that filled
+                                 sequence gaps */
+    uint64_t id_mismatches;   /* seq_ids: imports whose local id is not their
+                                 sequence (another publisher, heartbeats) */
+    uint64_t last_seq;        /* durable: the last JetStream sequence
+                                 imported or skipped */
+    uint64_t disconnects;     /* connections lost */
+    uint64_t reconnects;      /* connections re-established */
+    bool     connected;       /* connected to a server now */
+    bool     ready;           /* durable: the JetStream stream and consumer
+                                 are set up; core: always true */
+} evs_nats_stats;
+
+/* Whether the NATS bridge is compiled in. Threads: any. */
+bool evs_nats_supported(void);
+
+/*
+ * Create a bridge between the TopicStream `s` and NATS. It returns
+ * without waiting for a server: with none reachable the bridge keeps
+ * trying in the background (stats.connected says when it is up;
+ * evs_nats_bridge_sync waits for it). Exports start with the events `s`
+ * accepts after this returns.
+ * Returns 0; EVS_ENOTSUP (built without libnats); EVS_EINVAL (out or s
+ * NULL, s not a TopicStream, an invalid pattern, prefix, origin or
+ * name, nimports > 1 or a ">" pattern without a prefix in durable mode,
+ * seq_ids without durable or with exports, consumer without durable, a
+ * negative option, a URL nats.c refuses); EVS_ECLOSED (s is closed and
+ * there are export patterns);
+ * EVS_ENOMEM; EVS_ESYSTEM (the thread or the client could not start).
+ * *out is NULL on failure.
+ * Ownership: copies the options and their strings; `s` is borrowed and
+ * must outlive the bridge (destroy the bridge first). The caller owns
+ * *out.
+ * Threads: any thread. The bridge runs one thread of its own (exports,
+ * JetStream setup); imports run on nats.c's subscription threads (one
+ * shared delivery thread when there are several import patterns) and
+ * publish to `s` from there.
+ */
+int evs_nats_bridge_create(evs_nats_bridge **out, evs_stream *s, const evs_nats_opts *opts);
+
+/*
+ * Export `ev` directly, whatever the export patterns: queue it for NATS
+ * on PREFIX.<topic>. For a mirror (opts.seq_ids), where local events
+ * reach the local stream only through JetStream, this is how they are
+ * published. The id header is evs_event_id(ev) (0 if unpublished).
+ * Returns 0 (queued), EVS_EINVAL (NULL, a topic that is not a subject),
+ * EVS_EFULL (the queue is full; counted in export_dropped), EVS_ECLOSED
+ * (the bridge is being destroyed), EVS_ENOMEM.
+ * Ownership: the bridge takes its own reference; the caller keeps its
+ * own, and must not change the event afterwards, nor publish it to a
+ * stream (which numbers it) unless it did so before this call.
+ * Threads: any thread, concurrently with everything but destroy.
+ * Blocks: no.
+ */
+int evs_nats_bridge_publish(evs_nats_bridge *b, const evs_event *ev);
+
+/*
+ * Wait until the bridge is connected and ready, and (durable, with
+ * imports) its consumer has nothing pending: every message the JetStream
+ * stream held that matches the import has been imported or skipped.
+ * This is the start-up replay: create the bridge, sync, then serve
+ * clients. Core mode: until connected and the server has the import
+ * subscriptions. timeout_ms < 0 (EVS_FOREVER) waits without limit.
+ * Returns 0, EVS_ETIMEDOUT, EVS_EINVAL.
+ * Threads: any thread but inside a handler of the local stream (imports
+ * may need its dispatcher).
+ * Blocks: up to timeout_ms.
+ */
+int evs_nats_bridge_sync(evs_nats_bridge *b, int timeout_ms);
+
+/*
+ * Wait until every event the local stream accepted so far and matching
+ * the exports, and every event given to evs_nats_bridge_publish, has
+ * been forwarded: durable: stored and acknowledged by JetStream; core:
+ * flushed to the server (which needs a connection). Events dropped
+ * meanwhile count as done. timeout_ms < 0 waits without limit.
+ * Returns 0, EVS_ETIMEDOUT, EVS_EINVAL, EVS_EDEADLK (inside a handler of
+ * the local stream, as evs_stream_flush).
+ * Threads: any thread but inside a handler of the local stream.
+ * Blocks: up to timeout_ms.
+ */
+int evs_nats_bridge_flush(evs_nats_bridge *b, int timeout_ms);
+
+/*
+ * Read the counters. Returns 0 or EVS_EINVAL.
+ * Threads: any thread, until destroy.
+ */
+int evs_nats_bridge_stats_get(evs_nats_bridge *b, evs_nats_stats *out);
+
+/*
+ * The bridge's origin id (opts.origin or the random one), NUL-terminated.
+ * Ownership: borrowed from `b`, valid until destroy.
+ * Threads: any thread.
+ */
+const char *evs_nats_bridge_origin(const evs_nats_bridge *b);
+
+/*
+ * Stop and free the bridge: end the export subscription, close the NATS
+ * connection (an import or JetStream publish in progress finishes or
+ * fails), join the bridge's thread and wait for nats.c's callbacks. Events
+ * still queued for export are dropped and counted; call
+ * evs_nats_bridge_flush first to forward them. Accepts NULL.
+ * Returns 0.
+ * Ownership: `b` is invalid afterwards; `s` is no longer used.
+ * Threads: any thread but inside a handler of the local stream; not
+ * concurrently with other calls on `b`.
+ * Blocks: while a publish to the local stream by an import finishes and
+ * nats.c delivers its close callbacks.
+ */
+int evs_nats_bridge_destroy(evs_nats_bridge *b);
 
 #ifdef __cplusplus
 }

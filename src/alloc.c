@@ -15,6 +15,8 @@
 static int64_t fail_countdown = -1;
 /* Allocations attempted since the last evs__alloc_fail_after call. */
 static uint64_t attempts;
+/* The largest request seen while injection is armed (evs__alloc_largest). */
+static size_t largest;
 
 bool evs__alloc_should_fail(void)
 {
@@ -36,19 +38,36 @@ long evs__alloc_fail_after(long k)
     return n;
 }
 
+size_t evs__alloc_largest(void) { return evs_xchg(&largest, 0); }
+
+/* evs__alloc_should_fail for a request of n bytes, noting its size while
+ * injection is armed (the same single load as the plain check when it is
+ * not). */
+static bool should_fail_n(size_t n)
+{
+    if (evs_likely(evs_load(&fail_countdown) < 0))
+        return false;
+    size_t seen = evs_load(&largest);
+    while (n > seen && !__atomic_compare_exchange_n(&largest, &seen, n, true,
+                                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+    return evs__alloc_should_fail();
+}
+
 void *evs__malloc(size_t n)
 {
-    return evs__alloc_should_fail() ? NULL : malloc(n ? n : 1);
+    return should_fail_n(n) ? NULL : malloc(n ? n : 1);
 }
 
 void *evs__calloc(size_t n, size_t size)
 {
-    return evs__alloc_should_fail() ? NULL : calloc(n ? n : 1, size ? size : 1);
+    /* An overflowing product is refused by calloc itself. */
+    return should_fail_n(n * size) ? NULL : calloc(n ? n : 1, size ? size : 1);
 }
 
 void *evs__realloc(void *p, size_t n)
 {
-    return evs__alloc_should_fail() ? NULL : realloc(p, n ? n : 1);
+    return should_fail_n(n) ? NULL : realloc(p, n ? n : 1);
 }
 
 void evs__free(void *p) { free(p); }
@@ -56,7 +75,7 @@ void evs__free(void *p) { free(p); }
 void *evs__aligned_alloc(size_t n)
 {
     void *p = NULL;
-    if (evs__alloc_should_fail() || posix_memalign(&p, EVS_CACHELINE, n ? n : 1) != 0)
+    if (should_fail_n(n) || posix_memalign(&p, EVS_CACHELINE, n ? n : 1) != 0)
         return NULL;
     return p;
 }

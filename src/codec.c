@@ -110,15 +110,16 @@ static bool builtin_type(const uint8_t *name, size_t len, evs_type *out)
     return false;
 }
 
-/* Validate the metadata map: string keys, values at most EVS_MAX_DEPTH
+/* Validate the metadata map: string keys, values at most the depth limit
  * deep. Input is already checked, so every read stays in bounds. */
 static int check_meta(const uint8_t *p, size_t len)
 {
     evs_mpval m;
     if (evs__mp_read(p, len, &m) != 0 || m.type != MSGPACK_OBJECT_MAP)
         return EVS_EBADMSG;
-    if (len > EVS_MAX_META)
+    if (len > evs__max_meta())
         return EVS_ETOOBIG;
+    unsigned depth = evs__max_depth();
     size_t off = m.size;
     for (uint32_t i = 0; i < m.v.n; i++) {
         evs_mpval k;
@@ -127,7 +128,7 @@ static int check_meta(const uint8_t *p, size_t len)
         if (evs__mp_read(p + off, len - off, &k) != 0 || k.type != MSGPACK_OBJECT_STR)
             return EVS_EBADMSG;
         off += k.size;
-        if ((rc = evs__mp_check(p + off, len - off, EVS_MAX_DEPTH, &u)) != 0)
+        if ((rc = evs__mp_check(p + off, len - off, depth, &u)) != 0)
             return rc;
         off += u;
     }
@@ -143,10 +144,17 @@ int evs_event_from_msgpack(evs_event **out, const void *buf, size_t len)
         return EVS_EINVAL;
     if (len == 0)
         return EVS_EBADMSG;
+    /* Longer than the largest event the limits allow: refuse it before
+     * reading it (1 KiB covers the keys, headers and fixed fields). */
+    unsigned depth = evs__max_depth();
+    size_t max_topic = evs__max_topic(), max_name = evs__max_type_name();
+    size_t max_data = evs__max_data(), max_meta = evs__max_meta();
+    if (len > max_data + max_meta + max_topic + max_name + 1024)
+        return EVS_ETOOBIG;
 
     const uint8_t *p = buf;
     size_t used;
-    int rc = evs__mp_check(p, len, EVS_MAX_DEPTH + 2, &used);
+    int rc = evs__mp_check(p, len, depth + 2, &used);
     if (rc != 0)
         return rc;
     if (used != len)
@@ -166,7 +174,7 @@ int evs_event_from_msgpack(evs_event **out, const void *buf, size_t len)
         if (evs__mp_read(p + off, len - off, &k) != 0 || k.type != MSGPACK_OBJECT_STR)
             return EVS_EBADMSG;
         off += k.size;
-        if (evs__mp_check(p + off, len - off, EVS_MAX_DEPTH + 1, &vsz) != 0)
+        if (evs__mp_check(p + off, len - off, depth + 1, &vsz) != 0)
             return EVS_EBADMSG;
         for (unsigned f = 0; f < F_COUNT; f++) {
             if (strlen(field_names[f]) == k.v.raw.len &&
@@ -189,9 +197,11 @@ int evs_event_from_msgpack(evs_event **out, const void *buf, size_t len)
         id.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return EVS_EBADMSG;
 
+    evs_type builtin;
     if (evs__mp_read(fv[F_TYPE], fl[F_TYPE], &ty) != 0 || ty.type != MSGPACK_OBJECT_STR ||
-        ty.v.raw.len == 0 || ty.v.raw.len > EVS_MAX_TYPE_NAME)
-        return EVS_EBADMSG;
+        ty.v.raw.len == 0 ||
+        (ty.v.raw.len > max_name && !builtin_type(ty.v.raw.p, ty.v.raw.len, &builtin)))
+        return EVS_EBADMSG; /* the limit is on custom names */
     for (uint32_t i = 0; i < ty.v.raw.len; i++) {
         uint8_t c = ty.v.raw.p[i];
         if (c == '\r' || c == '\n' || c == '\0')
@@ -201,7 +211,7 @@ int evs_event_from_msgpack(evs_event **out, const void *buf, size_t len)
     if (evs__mp_read(fv[F_TOPIC], fl[F_TOPIC], &topic) != 0 ||
         topic.type != MSGPACK_OBJECT_STR)
         return EVS_EBADMSG;
-    if (topic.v.raw.len > EVS_MAX_TOPIC)
+    if (topic.v.raw.len > max_topic)
         return EVS_ETOOBIG;
     /* Topics are C strings to their readers: a NUL would cut one short. */
     if (topic.v.raw.len > 0 && memchr(topic.v.raw.p, '\0', topic.v.raw.len) != NULL)
@@ -222,7 +232,7 @@ int evs_event_from_msgpack(evs_event **out, const void *buf, size_t len)
     size_t dlen;
     if (c == EVS_CONTENT_MSGPACK) {
         size_t u;
-        if ((rc = evs__mp_check(fv[F_DATA], fl[F_DATA], EVS_MAX_DEPTH, &u)) != 0)
+        if ((rc = evs__mp_check(fv[F_DATA], fl[F_DATA], depth, &u)) != 0)
             return rc;
         dp = fv[F_DATA];
         dlen = fl[F_DATA];
@@ -233,7 +243,7 @@ int evs_event_from_msgpack(evs_event **out, const void *buf, size_t len)
         dp = data.v.raw.p;
         dlen = data.v.raw.len;
     }
-    if (dlen > EVS_MAX_DATA)
+    if (dlen > max_data)
         return EVS_ETOOBIG;
     if (c == EVS_CONTENT_JSON && (rc = evs__json_validate(dp, dlen)) != 0)
         return rc;

@@ -20,9 +20,18 @@
 static char tsan_grace;
 #define TSAN_RELEASE() __tsan_release(&tsan_grace)
 #define TSAN_ACQUIRE() __tsan_acquire(&tsan_grace)
+/* A record handed from the thread that unregisters it to the one that
+ * recycles it: ck_epoch's state store and exchange are volatile
+ * accesses with standalone fences, which TSan does not see, so the next
+ * owner's use would look like a race with the previous owner's (worker
+ * threads of pooled subscriptions exit without being joined). */
+#define TSAN_RELEASE_RECORD(r) __tsan_release(r)
+#define TSAN_ACQUIRE_RECORD(r) __tsan_acquire(r)
 #else
 #define TSAN_RELEASE() ((void)0)
 #define TSAN_ACQUIRE() ((void)0)
+#define TSAN_RELEASE_RECORD(r) ((void)(r))
+#define TSAN_ACQUIRE_RECORD(r) ((void)(r))
 #endif
 
 static ck_epoch_t global_epoch;
@@ -49,6 +58,7 @@ static void reap_orphans_locked(void)
         if (r->n_pending == 0) {
             *pp = r->ct;
             r->ct = NULL;
+            TSAN_RELEASE_RECORD(r);
             ck_epoch_unregister(r);
         } else {
             pp = (ck_epoch_record_t **)&r->ct;
@@ -62,6 +72,7 @@ static void thread_exit(void *p)
     ck_epoch_poll(r);
     pthread_mutex_lock(&fallback_lock);
     if (r->n_pending == 0) {
+        TSAN_RELEASE_RECORD(r);
         ck_epoch_unregister(r);
     } else {
         r->ct = orphans;
@@ -74,6 +85,8 @@ static void thread_exit(void *p)
 static ck_epoch_record_t *record_get(void)
 {
     ck_epoch_record_t *r = ck_epoch_recycle(&global_epoch, NULL);
+    if (r != NULL)
+        TSAN_ACQUIRE_RECORD(r);
     if (r == NULL) {
         /* Records are never freed: the epoch keeps them on its list. */
         r = evs__aligned_alloc(sizeof(*r));
@@ -92,8 +105,10 @@ ck_epoch_record_t *evs__epoch_record_new(void)
 
 void evs__epoch_record_release(ck_epoch_record_t *r)
 {
-    if (r != NULL)
+    if (r != NULL) {
+        TSAN_RELEASE_RECORD(r);
         ck_epoch_unregister(r);
+    }
 }
 
 static void init_once(void)

@@ -99,8 +99,8 @@ int evs__event_new(evs_event **out, const evs_event_parts *p)
 {
     *out = NULL;
     size_t tlen = p->topic ? p->topic_len : 0;
-    if (tlen > EVS_MAX_TOPIC || p->len > EVS_MAX_DATA || p->meta_len > EVS_MAX_META ||
-        p->type_name_len > EVS_MAX_TYPE_NAME)
+    if (tlen > evs__max_topic() || p->len > evs__max_data() || p->meta_len > evs__max_meta() ||
+        p->type_name_len > evs__max_type_name())
         return EVS_ETOOBIG;
 
     evs_event *ev = evs__pool_alloc(sizeof(*ev) + evs__event_data_offset(tlen) + p->len);
@@ -158,7 +158,7 @@ int evs_event_create(evs_event **out, evs_type type, const char *topic,
     evs_event_parts p = {
         .type = type,
         .topic = topic,
-        .topic_len = topic ? strnlen(topic, EVS_MAX_TOPIC + 1) : 0,
+        .topic_len = topic ? strnlen(topic, evs__max_topic() + 1) : 0,
         .content = EVS_CONTENT_BINARY,
         .data = data,
         .len = len,
@@ -387,7 +387,7 @@ int evs_event_set_content(evs_event *ev, evs_content content)
             return rc;
     } else if (content == EVS_CONTENT_MSGPACK) {
         size_t used;
-        int rc = evs__mp_check(b->data, b->len, EVS_MAX_DEPTH, &used);
+        int rc = evs__mp_check(b->data, b->len, evs__max_depth(), &used);
         if (rc != 0)
             return rc;
         if (used != b->len)
@@ -403,15 +403,19 @@ int evs_event_set_type_name(evs_event *ev, const char *name)
         return EVS_EINVAL;
     if (sealed(ev))
         return EVS_ESEALED;
-    size_t len = strnlen(name, EVS_MAX_TYPE_NAME + 1);
-    if (len > EVS_MAX_TYPE_NAME)
+    /* The limit is on custom names; built-in ones ("disconnect") are
+     * always accepted, so look at least that far. */
+    size_t max = evs__max_type_name();
+    size_t len = strnlen(name, (max > 16 ? max : 16) + 1);
+    evs_type t;
+    bool builtin = builtin_type(name, len, &t);
+    if (len > max && !builtin)
         return EVS_ETOOBIG;
     if (len == 0 || has_crlfnul(name, len))
         return EVS_EINVAL;
     struct evs_body *b = &ev->own;
-    evs_type t;
     char *copy = NULL;
-    if (!builtin_type(name, len, &t)) {
+    if (!builtin) {
         t = EVS_TYPE_CUSTOM;
         if ((copy = evs__strndup(name, len)) == NULL)
             return EVS_ENOMEM;
@@ -447,10 +451,13 @@ static int meta_put(evs_event *ev, const char *key, const uint8_t *val, size_t v
         size_t ksz, vsz;
         evs_mpval k;
         /* The stored map was checked when it was built; check again so a
-         * bug elsewhere cannot turn into an out-of-bounds read here. */
-        if (evs__mp_check(map + off, map_len - off, EVS_MAX_DEPTH, &ksz) != 0 ||
+         * bug elsewhere cannot turn into an out-of-bounds read here. (At
+         * the ceiling, not the limit: the limits may have been lowered
+         * since the entries were stored.) */
+        if (evs__mp_check(map + off, map_len - off, EVS_LIMITS_DEPTH_CEILING, &ksz) != 0 ||
             evs__mp_read(map + off, map_len - off, &k) != 0 ||
-            evs__mp_check(map + off + ksz, map_len - off - ksz, EVS_MAX_DEPTH, &vsz) != 0) {
+            evs__mp_check(map + off + ksz, map_len - off - ksz, EVS_LIMITS_DEPTH_CEILING,
+                          &vsz) != 0) {
             rc = EVS_EBADMSG;
             goto out;
         }
@@ -476,7 +483,7 @@ static int meta_put(evs_event *ev, const char *key, const uint8_t *val, size_t v
         rc = EVS_ENOMEM;
         goto out;
     }
-    if (out.len > EVS_MAX_META) {
+    if (out.len > evs__max_meta()) {
         rc = EVS_ETOOBIG;
         goto out;
     }
@@ -518,8 +525,9 @@ int evs_event_meta_set_str(evs_event *ev, const char *key, const char *value)
     int rc = value == NULL ? EVS_EINVAL : meta_args(ev, key);
     if (rc != 0)
         return rc;
-    size_t len = strnlen(value, EVS_MAX_META + 1);
-    if (len > EVS_MAX_META)
+    size_t max = evs__max_meta();
+    size_t len = strnlen(value, max + 1);
+    if (len > max)
         return EVS_ETOOBIG;
     META_SCALAR(ev, key, msgpack_pack_str_with_body(&pk, value, len));
 }
@@ -546,10 +554,10 @@ int evs_event_meta_set_raw(evs_event *ev, const char *key, const void *mp, size_
     int rc = meta_args(ev, key);
     if (rc != 0)
         return rc;
-    if (len > EVS_MAX_META)
+    if (len > evs__max_meta())
         return EVS_ETOOBIG;
     size_t used;
-    if ((rc = evs__mp_check(mp, len, EVS_MAX_DEPTH, &used)) != 0)
+    if ((rc = evs__mp_check(mp, len, evs__max_depth(), &used)) != 0)
         return rc;
     if (used != len)
         return EVS_EBADMSG;

@@ -13,6 +13,13 @@
  *   evs_sse.lock (an SSE layer's client list) and evs_sse.handoff (a
  *   push client's replay hand-off) are leaves: nothing is called into
  *   while either is held.
+ *   evs__workers.mu (a pooled subscription's queue, workers.c) is a
+ *   leaf, taken after sub_lock (flush and close take a reference on a
+ *   pool under sub_lock, and free_sub may release one there).
+ *   evs_windower.lock (window.c) is taken before the heartbeat service
+ *   mutex (evs__hb_fire_by) and never while calling into a stream.
+ *   evs_nats_bridge.lock and .reg_lock (nats_bridge.c) are leaves, never
+ *   nested, never held while calling into a stream or nats.c.
  * Nothing else in the library is a lock: the publish, dispatch and SSE
  * delivery paths are lock-free (SPEC.md, "Threading and memory model").
  */
@@ -61,6 +68,15 @@ long evs__alloc_fail_after(long k);
  * allocators that do not call evs__malloc (the block pools). */
 bool evs__alloc_should_fail(void);
 
+/*
+ * Test hook: the largest single request (bytes) made through evs__malloc,
+ * evs__calloc, evs__realloc or evs__aligned_alloc while injection is
+ * armed (evs__alloc_fail_after(k) with k >= 0; a huge k counts without
+ * failing), since the previous call. Lets tests bound what hostile input
+ * makes the library allocate.
+ */
+size_t evs__alloc_largest(void);
+
 /* Nanoseconds on CLOCK_MONOTONIC and CLOCK_REALTIME. */
 int64_t evs__now_mono_ns(void);
 int64_t evs__now_real_ns(void);
@@ -82,6 +98,17 @@ int64_t evs__now_coarse_ns(void);
 /* Atomic exchange. ck_pr_fas is a volatile load plus a CAS loop under
  * CK_USE_CC_BUILTINS, whose load TSan reports as a race. */
 #define evs_xchg(p, v)         __atomic_exchange_n((p), (v), __ATOMIC_ACQ_REL)
+
+/*
+ * The limits in force (evs_limits_set; src/limits.c). Every check reads
+ * them through these: one relaxed load each, never torn.
+ */
+extern evs_limits evs__limits;
+static inline size_t evs__max_topic(void) { return evs_load(&evs__limits.max_topic); }
+static inline size_t evs__max_type_name(void) { return evs_load(&evs__limits.max_type_name); }
+static inline size_t evs__max_data(void) { return evs_load(&evs__limits.max_data); }
+static inline size_t evs__max_meta(void) { return evs_load(&evs__limits.max_meta); }
+static inline unsigned evs__max_depth(void) { return evs_load(&evs__limits.max_depth); }
 
 /* Pause inside a spin loop (ck_pr_stall: `pause` on x86). */
 static inline void evs__cpu_relax(void) { ck_pr_stall(); }

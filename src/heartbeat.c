@@ -17,7 +17,10 @@
  * from inside the timer's own callback only marks it `removed` and
  * `thread_frees`, and the thread frees it when the callback returns. Capacity for every
  * registered timer is reserved when it is added, so re-inserting never
- * allocates and a callback's timer is never lost.
+ * allocates and a callback's timer is never lost. evs__hb_fire_by moves
+ * a queued timer's deadline earlier (it only sifts up); while the
+ * callback runs it records the deadline in `sooner`, and the re-insert
+ * takes the earlier of that and what the callback returned.
  *
  * Lifecycle: the first add starts the thread (THR_RUNNING). The thread
  * exits when it finds no timer registered. A remover of the last timer
@@ -55,6 +58,8 @@ struct evs__hb_timer {
     bool running;         /* its callback is in progress; mu */
     bool removed;         /* removed while running: do not re-arm; mu */
     bool thread_frees;    /* removed inside its own callback: the thread frees it; mu */
+    int64_t sooner;       /* evs__hb_fire_by during the callback: the next
+                             deadline is at most this (INT64_MAX: none); mu */
     int64_t interval;     /* > 0; immutable */
     evs__hb_fire_fn fire; /* immutable */
     void *user;           /* immutable */
@@ -237,14 +242,17 @@ static void fire_first(int64_t now)
     int64_t next = t->fire(t->user, now);
     lock();
     t->running = false;
+    if (next < 0)
+        next = add_sat(now, t->interval);
+    if (t->sooner < next)
+        next = t->sooner; /* an evs__hb_fire_by that raced the callback */
+    t->sooner = INT64_MAX;
     if (t->removed) {
         /* Otherwise the remover waiting below frees it. */
         if (t->thread_frees)
             evs__free(t);
     } else {
-        if (next < 0)
-            next = add_sat(now, t->interval);
-        else if (next <= now)
+        if (next <= now)
             next = now + 1; /* at most one fire per clock reading */
         t->deadline = next;
         heap_push(t);
@@ -332,6 +340,7 @@ int evs__hb_add(evs__hb_timer **out, int64_t interval_ns, evs__hb_fire_fn fire,
         return EVS_ENOMEM;
     *t = (evs__hb_timer){
         .idx = NOT_QUEUED, .interval = interval_ns, .fire = fire, .user = user,
+        .sooner = INT64_MAX,
     };
 
     lock();
@@ -402,6 +411,34 @@ int evs__hb_remove(evs__hb_timer *t)
     }
     unlock();
     return 0;
+}
+
+int evs__hb_fire_by(evs__hb_timer *t, int64_t deadline_ns)
+{
+    if (t == NULL)
+        return EVS_EINVAL;
+    lock();
+    if (t->running) {
+        /* fire_first applies it when the callback returns. */
+        if (deadline_ns < t->sooner)
+            t->sooner = deadline_ns;
+    } else if (t->idx != NOT_QUEUED && deadline_ns < t->deadline) {
+        /* Only ever earlier, so the timer can only move up the heap. A
+         * deadline in the past is kept as it is: the thread fires it at
+         * its next clock reading, once. */
+        t->deadline = deadline_ns;
+        sift_up(t->idx);
+        if (t->idx == 0)
+            pthread_cond_signal(&svc.wake); /* new earliest deadline */
+    }
+    unlock();
+    return 0;
+}
+
+int64_t evs__hb_wall(void)
+{
+    const struct evs__hb_clock *c = evs_load_acquire(&svc.clock);
+    return c != NULL ? c->now(c->ctx) : evs__now_real_ns();
 }
 
 int evs__hb_set_clock(const struct evs__hb_clock *c)

@@ -73,10 +73,36 @@ int evs__hb_add(evs__hb_timer **out, int64_t interval_ns, evs__hb_fire_fn fire,
 int evs__hb_remove(evs__hb_timer *t);
 
 /*
+ * Make `t` fire no later than `deadline_ns` (absolute, service clock):
+ * a deadline earlier than t's next one replaces it (one at or before the
+ * current time fires at once), a later one changes nothing. While t's
+ * callback runs, the earlier of the two (`deadline_ns`, and the deadline
+ * the callback returns) becomes the next one, so a caller racing a fire
+ * is never lost. This is how an owner whose work can become due sooner
+ * than planned (a window that opens with an earlier close) keeps one
+ * timer instead of removing and adding.
+ * Returns 0 or EVS_EINVAL (t NULL). Calling it on a removed timer is
+ * undefined, as removing twice is.
+ * Threads: any thread, including inside any callback.
+ * Blocks: no (takes the service mutex briefly; it is a leaf lock).
+ */
+int evs__hb_fire_by(evs__hb_timer *t, int64_t deadline_ns);
+
+/*
  * The service clock, in ns: CLOCK_MONOTONIC unless a test clock is set.
  * Threads: any thread.
  */
 int64_t evs__hb_now(void);
+
+/*
+ * Wall-clock time in ns since the Unix epoch (CLOCK_REALTIME), the scale
+ * of event timestamps; with a test clock installed, that clock's reading
+ * instead, so that code turning event times into service deadlines
+ * (windows, window.c) is deterministic under test: the test clock then
+ * stands for both clocks.
+ * Threads: any thread.
+ */
+int64_t evs__hb_wall(void);
 
 /*
  * Test hook: use `c` as the service clock (NULL: CLOCK_MONOTONIC again).

@@ -24,6 +24,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "evs_internal.h"
 #include "mpscan.h"
@@ -34,7 +37,17 @@
  * values); the cap only keeps unchecked input from recursing without
  * bound. Deeper input gives EVS_EBADMSG.
  */
-#define RENDER_DEPTH (2 * EVS_MAX_DEPTH)
+#define RENDER_DEPTH (2 * EVS_LIMITS_DEPTH_CEILING)
+
+/*
+ * How deep map keys that are not strings may nest inside each other. Such
+ * a key is rendered as JSON and then quoted as a string, and quoting
+ * doubles its backslashes, so every level of a key inside a key doubles
+ * the output: 24 levels (what EVS_MAX_DEPTH allows) would turn a 100-byte
+ * event into gigabytes of JSON. Two levels bound the growth to four
+ * times; deeper ones give EVS_EBADMSG.
+ */
+#define KEY_NEST_MAX 2
 
 static void restore(evs_buf *out, size_t len)
 {
@@ -95,10 +108,44 @@ long evs__utf8_seq(const uint8_t *s, size_t n)
  * its length. Run twice: once to size, once to write, so the buffer
  * grows once and a failure changes nothing.
  */
+/* Printable ASCII other than '"' and '\\': copied as is. */
+static inline bool json_plain(uint8_t c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; }
+
+/* Length of the prefix of s[0..n) that json_plain keeps as is: sixteen
+ * bytes a step with SSE2 (a signed compare below 0x20 also catches the
+ * bytes >= 0x80, which need the UTF-8 check). */
+static size_t json_plain_run(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+#ifdef __SSE2__
+    const __m128i sp = _mm_set1_epi8(0x20), del = _mm_set1_epi8(0x7f),
+                  q = _mm_set1_epi8('"'), bs = _mm_set1_epi8('\\');
+    for (; i + 16 <= n; i += 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(s + i));
+        __m128i bad = _mm_or_si128(_mm_or_si128(_mm_cmplt_epi8(x, sp), _mm_cmpeq_epi8(x, del)),
+                                   _mm_or_si128(_mm_cmpeq_epi8(x, q), _mm_cmpeq_epi8(x, bs)));
+        unsigned m = (unsigned)_mm_movemask_epi8(bad);
+        if (m != 0)
+            return i + (size_t)__builtin_ctz(m);
+    }
+#endif
+    while (i < n && json_plain(s[i]))
+        i++;
+    return i;
+}
+
 static size_t escape(char *dst, const uint8_t *s, size_t n)
 {
     size_t o = 0;
     for (size_t i = 0; i < n;) {
+        size_t run = json_plain_run(s + i, n - i);
+        if (run > 0) {
+            if (dst)
+                memcpy(dst + o, s + i, run);
+            o += run;
+            i += run;
+            continue;
+        }
         uint8_t c = s[i];
         const char *esc = NULL;
         switch (c) {
@@ -258,12 +305,74 @@ int evs__rfc3339_append(evs_buf *out, int64_t ns)
  * keep it a JSON real: "1" becomes "1.0", so JSON -> msgpack -> JSON
  * keeps floats floats. NaN and infinities have no JSON form: null.
  */
+/*
+ * The fast path of append_float for the common double with few decimals
+ * (prices, ratios): the smallest k <= 8 for which m = v * 10^k is an
+ * integer below 10^15 and m / 10^k == v. Then the decimal m/10^k reads
+ * back as v (strtod and the division round the same exact rational), it
+ * has at most 15 significant digits, and it is what "%.15g" prints (v is
+ * within half an ulp of it, far less than half a unit of the 15th digit).
+ * Only for 1e-4 <= |v| < 1e15, where "%g" writes no exponent. Returns the
+ * length written to tmp, or 0 when the slow path must decide.
+ */
+static int short_decimal(char *tmp, double v)
+{
+    static const double p10[9] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8};
+    double a = v < 0 ? -v : v;
+    if (!(a >= 1e-4 && a < 1e15))
+        return 0;
+    for (int k = 0; k <= 8; k++) {
+        double m = a * p10[k];
+        if (m >= 1e15) /* 15 digits at most (and below 2^53: exact) */
+            return 0;
+        if (m != (double)(uint64_t)m || m / p10[k] != a)
+            continue;
+        /* a * 10^j may round off an integer for some j < k: the same
+         * decimal, found with trailing zeros; drop them. */
+        uint64_t mi = (uint64_t)m;
+        while (k > 0 && mi % 10 == 0) {
+            mi /= 10;
+            k--;
+        }
+        char digits[24];
+        int nd = snprintf(digits, sizeof(digits), "%" PRIu64, mi);
+        int n = 0;
+        if (v < 0)
+            tmp[n++] = '-';
+        if (k == 0) {
+            memcpy(tmp + n, digits, (size_t)nd);
+            return n + nd;
+        }
+        if (nd <= k) { /* 0.00ddd */
+            tmp[n++] = '0';
+            tmp[n++] = '.';
+            memset(tmp + n, '0', (size_t)(k - nd));
+            n += k - nd;
+            memcpy(tmp + n, digits, (size_t)nd);
+            return n + nd;
+        }
+        memcpy(tmp + n, digits, (size_t)(nd - k));
+        n += nd - k;
+        tmp[n++] = '.';
+        memcpy(tmp + n, digits + nd - k, (size_t)k);
+        return n + k;
+    }
+    return 0;
+}
+
 static int append_float(evs_buf *out, double v, bool single)
 {
     if (!isfinite(v))
         return evs_buf_append(out, "null", 4);
     char tmp[40];
-    int n = 0;
+    int n = single ? 0 : short_decimal(tmp, v);
+    if (n > 0) {
+        if (memchr(tmp, '.', (size_t)n) == NULL) {
+            memcpy(tmp + n, ".0", 2);
+            n += 2;
+        }
+        return evs_buf_append(out, tmp, (size_t)n);
+    }
     for (int prec = single ? 6 : 15; prec <= (single ? 9 : 17); prec++) {
         n = snprintf(tmp, sizeof(tmp) - 2, "%.*g", prec, v);
         if (single ? strtof(tmp, NULL) == (float)v : strtod(tmp, NULL) == v)
@@ -285,11 +394,12 @@ static int append_float(evs_buf *out, double v, bool single)
 }
 
 static int render(const uint8_t *p, size_t len, size_t *used, unsigned depth,
-                  evs_buf *out);
+                  unsigned keys, evs_buf *out);
 
-/* A map key: a str as is; anything else rendered, then quoted. */
+/* A map key: a str as is; anything else rendered, then quoted. `keys`:
+ * how many non-string keys enclose this one. */
 static int render_key(const uint8_t *p, size_t len, size_t *used, unsigned depth,
-                      evs_buf *out)
+                      unsigned keys, evs_buf *out)
 {
     evs_mpval k;
     int rc = evs__mp_read(p, len, &k);
@@ -299,8 +409,10 @@ static int render_key(const uint8_t *p, size_t len, size_t *used, unsigned depth
         *used = k.size;
         return evs__json_append_string(out, k.v.raw.p, k.v.raw.len);
     }
+    if (keys >= KEY_NEST_MAX)
+        return EVS_EBADMSG;
     evs_buf tmp = {0};
-    rc = render(p, len, used, depth, &tmp);
+    rc = render(p, len, used, depth, keys + 1, &tmp);
     if (rc == 0)
         rc = evs__json_append_string(out, tmp.data, tmp.len);
     evs_buf_free(&tmp);
@@ -309,7 +421,7 @@ static int render_key(const uint8_t *p, size_t len, size_t *used, unsigned depth
 
 /* Render the value at p[0..len); write its encoded size to *used. */
 static int render(const uint8_t *p, size_t len, size_t *used, unsigned depth,
-                  evs_buf *out)
+                  unsigned keys, evs_buf *out)
 {
     evs_mpval v;
     char tmp[32];
@@ -361,13 +473,13 @@ static int render(const uint8_t *p, size_t len, size_t *used, unsigned depth,
             if (i > 0 && (rc = evs_buf_append(out, ",", 1)) != 0)
                 return rc;
             if (map) {
-                if ((rc = render_key(p + off, len - off, &u, depth + 1, out)) != 0)
+                if ((rc = render_key(p + off, len - off, &u, depth + 1, keys, out)) != 0)
                     return rc;
                 off += u;
                 if ((rc = evs_buf_append(out, ":", 1)) != 0)
                     return rc;
             }
-            if ((rc = render(p + off, len - off, &u, depth + 1, out)) != 0)
+            if ((rc = render(p + off, len - off, &u, depth + 1, keys, out)) != 0)
                 return rc;
             off += u;
         }
@@ -384,7 +496,7 @@ int evs__mp_to_json(const uint8_t *p, size_t len, evs_buf *out)
     if (out == NULL || (p == NULL && len > 0))
         return EVS_EINVAL;
     size_t start = out->len, used = 0;
-    int rc = render(p, len, &used, 0, out);
+    int rc = render(p, len, &used, 0, 0, out);
     if (rc == 0 && used != len)
         rc = EVS_EBADMSG; /* one value, exactly */
     if (rc != 0)
@@ -406,24 +518,24 @@ static int parse_error(const json_error_t *err)
 }
 
 /* Apply evs__mp_check's depth rule to a jansson tree; recursion stops at
- * EVS_MAX_DEPTH + 1 levels. */
-static int check_depth(const json_t *j, unsigned depth)
+ * `max` + 1 levels. */
+static int check_depth(const json_t *j, unsigned depth, unsigned max)
 {
     if (json_is_array(j)) {
         size_t n = json_array_size(j);
-        if (n > 0 && depth + 1 > EVS_MAX_DEPTH)
+        if (n > 0 && depth + 1 > max)
             return EVS_ETOOBIG;
         for (size_t i = 0; i < n; i++) {
-            int rc = check_depth(json_array_get(j, i), depth + 1);
+            int rc = check_depth(json_array_get(j, i), depth + 1, max);
             if (rc != 0)
                 return rc;
         }
     } else if (json_is_object(j)) {
-        if (json_object_size(j) > 0 && depth + 1 > EVS_MAX_DEPTH)
+        if (json_object_size(j) > 0 && depth + 1 > max)
             return EVS_ETOOBIG;
         for (void *it = json_object_iter((json_t *)j); it != NULL;
              it = json_object_iter_next((json_t *)j, it)) {
-            int rc = check_depth(json_object_iter_value(it), depth + 1);
+            int rc = check_depth(json_object_iter_value(it), depth + 1, max);
             if (rc != 0)
                 return rc;
         }
@@ -442,7 +554,7 @@ static int load(const void *p, size_t len, json_t **out)
     json_t *j = json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
     if (j == NULL)
         return parse_error(&err);
-    int rc = check_depth(j, 0);
+    int rc = check_depth(j, 0, evs__max_depth());
     if (rc != 0) {
         json_decref(j);
         return rc;
@@ -459,7 +571,7 @@ int evs__json_validate(const void *p, size_t len)
     return rc;
 }
 
-/* Pack a depth-checked tree (so recursion is bounded by EVS_MAX_DEPTH).
+/* Pack a depth-checked tree (so recursion is bounded by the depth limit).
  * Returns 0 or non-zero after an allocation failure in the buffer. */
 static int pack(msgpack_packer *pk, const json_t *j)
 {

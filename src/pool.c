@@ -2,7 +2,8 @@
  * Per-thread block pools (see pool.h).
  *
  * Each thread that allocates gets a cache. Per size class it has:
- *   - `local`: blocks this thread freed itself (owner only, no atomics);
+ *   - `local`: blocks this thread freed itself (owner only, no atomics),
+ *     linked through their headers;
  *   - `batches`: batches of blocks other threads freed, taken from the
  *     remote stack (owner only);
  *   - `remote`: a stack of batches that other threads push (one CAS per
@@ -34,6 +35,30 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+/*
+ * Under AddressSanitizer, blocks on the pool's lists are poisoned, so a
+ * use after free of an event is reported even though the block is not
+ * given back to malloc; a block handed out is addressable for exactly
+ * the bytes asked for, so overruns are reported too. The pool's own
+ * reads of free blocks unpoison what they read first; an open batch's
+ * head block (which holds the batch) stays addressable.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define EVS_POOL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EVS_POOL_ASAN 1
+#endif
+#endif
+#ifdef EVS_POOL_ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #define NCLASSES 6
 #define MIN_SHIFT 7 /* smallest class: 128 bytes */
 #define LOCAL_MAX 4096
@@ -45,9 +70,17 @@ struct block_hdr {
     uint32_t pad;
 };
 
+/* A block on a local list: the link lives in its header (over `owner`,
+ * which the list implies and which is written back when the block is
+ * handed out), so the body holds nothing and can be poisoned whole under
+ * ASan while LeakSanitizer, which ignores pointers in poisoned memory,
+ * still sees every listed block as reachable. */
 struct free_node {
     struct free_node *next;
 };
+
+_Static_assert(sizeof(struct free_node) <= offsetof(struct block_hdr, cls),
+               "a local link must leave the class intact");
 
 /* Lives in the body of a free block. */
 struct batch {
@@ -91,6 +124,20 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_key_t key;
 static _Thread_local struct thread_pool tl;
 static _Thread_local bool tl_registered;
+
+/* Bytes of a block's body in class `cls`. */
+static size_t body_size(uint32_t cls)
+{
+    return ((size_t)1 << (MIN_SHIFT + cls)) - sizeof(struct block_hdr);
+}
+
+/* Hand out h's body for n bytes (under ASan, exactly those addressable). */
+static void *hand_out(struct block_hdr *h, uint32_t cls, size_t n)
+{
+    POISON(h + 1, body_size(cls));
+    UNPOISON(h + 1, n);
+    return h + 1;
+}
 
 static size_t batch_cap(uint32_t cls)
 {
@@ -222,16 +269,19 @@ void *evs__pool_alloc(size_t n)
         struct free_node *f = pc->local;
         pc->local = f->next;
         pc->nlocal--;
-        return f;
+        h = (struct block_hdr *)(void *)f;
+        h->owner = c;
+        h->cls = (uint32_t)k;
+        return hand_out(h, (uint32_t)k, n);
     }
     if ((h = take_batched(pc)) != NULL)
-        return h + 1;
+        return hand_out(h, (uint32_t)k, n);
     h = malloc((size_t)1 << (MIN_SHIFT + k));
     if (h == NULL)
         return NULL;
     h->owner = c;
     h->cls = (uint32_t)k;
-    return h + 1;
+    return hand_out(h, (uint32_t)k, n);
 }
 
 /* Free a block owned by another thread's cache: add it to our open batch
@@ -242,6 +292,7 @@ static void free_remote(struct block_hdr *h, void *body)
     if (!thread_register()) {
         /* No per-thread state to keep a batch in: push a batch of one. */
         struct batch *b = body;
+        UNPOISON(b, body_size(k));
         b->n = 0;
         push_batch(h->owner, k, b);
         return;
@@ -252,6 +303,7 @@ static void free_remote(struct block_hdr *h, void *body)
         if (o->owner != h->owner)
             continue;
         o->b->ptrs[o->b->n++] = body;
+        POISON(body, body_size(k));
         if (o->b->n == batch_cap(k)) {
             push_batch(o->owner, k, o->b);
             o->owner = NULL;
@@ -265,6 +317,7 @@ static void free_remote(struct block_hdr *h, void *body)
     if (o->b != NULL)
         push_batch(o->owner, k, o->b);
     o->owner = h->owner;
+    UNPOISON(body, body_size(k)); /* the head holds the batch */
     o->b = body;
     o->b->n = 0;
 }
@@ -288,7 +341,8 @@ void evs__pool_free(void *p)
         free(h);
         return;
     }
-    struct free_node *f = p;
+    POISON(p, body_size(h->cls));
+    struct free_node *f = (struct free_node *)(void *)h;
     f->next = pc->local;
     pc->local = f;
     pc->nlocal++;

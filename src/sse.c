@@ -735,8 +735,11 @@ static void client_teardown(evs_sse_client *c)
     ck_pr_fence_memory();
     ck_ec32_inc(&c->ec, &evs__ec_mp);
     /* Each waits for a call in progress: no handler, heartbeat or push
-     * of this client runs after these. */
-    for (uint32_t i = 0; i < c->npats; i++)
+     * of this client runs after these. Last pattern first: the handler of
+     * pattern i reads the subscriptions of patterns 0..i-1 (shadowed), so
+     * each must outlive every later one's handler; first to last freed
+     * pattern 0 while pattern 1's handler could still read it. */
+    for (uint32_t i = c->npats; i-- > 0;)
         evs_unsubscribe(c->pats[i].sub);
     if (c->hb != NULL)
         evs__hb_remove(c->hb);

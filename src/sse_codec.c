@@ -313,8 +313,11 @@ static void put_base64_line(writer *w, const uint8_t *s, size_t n)
         return;
     }
     put(w, "data: ", 6);
+    size_t olen = (n + 2) / 3 * 4;
+    if (w->dst != NULL && olen > w->cap - w->n)
+        w->dst = NULL; /* as put(): too little room, count only */
     if (w->dst == NULL) {
-        w->n += (n + 2) / 3 * 4;
+        w->n += olen;
     } else {
         char *o = w->dst + w->n;
         size_t i = 0;
@@ -397,6 +400,8 @@ static int frame_init(frame *f, const evs_event *ev, const evs_sse_opts *opts)
 
     size_t n;
     const uint8_t *d = evs_event_data(ev, &n);
+    if (d == NULL)
+        d = (const uint8_t *)""; /* empty data: the writers do s + i on it */
     switch (evs_event_content(ev)) {
     case EVS_CONTENT_BINARY:
         f->base64 = true;

@@ -42,6 +42,7 @@
 #include "stream.h"
 #include "subject.h"
 #include "wait.h"
+#include "workers.h"
 
 /* Most events the dispatcher takes per run: bounds its stack buffer and
  * how long a just-ended subscription may wait for the run to finish. */
@@ -79,6 +80,12 @@ struct evs_sub {
     /* opts.metrics: handler times and the throughput window; NULL
      * otherwise. Set before the subscription is visible, freed with it. */
     struct sub_metrics *metrics;
+    /* evs_sub_opts.max_concurrent > 0: the worker pool (workers.c) whose
+     * wrappers are `handler`, `filter` and `user`; NULL otherwise. Set
+     * before the subscription is visible; released by free_sub. A pooled
+     * handler always returns 0, so `errors` is then only added to by
+     * evs__sub_handler_error (atomically), never by deliver_run. */
+    struct evs__workers *pool;
     ck_epoch_entry_t epoch_entry;
 };
 
@@ -179,6 +186,16 @@ struct evs_stream {
     evs__hist *htime;
     evs__rate rate;
     int64_t rate_interval_ns;
+
+    /* Pooled subscriptions (workers.c). pools_live counts pools whose
+     * last worker has not exited (ck_pr: evs_subscribe adds one,
+     * evs__stream_pool_done takes it back); destroy waits for zero, and
+     * flush and close skip looking for pools while it is zero.
+     * worker_errors counts the handler errors pools report (ck_pr, from
+     * workers and delivering threads), kept apart from handler_errors,
+     * which the dispatcher adds to with plain stores. */
+    unsigned pools_live;
+    uint64_t worker_errors;
 };
 
 /* The stream whose handler this thread is running (or whose dispatcher
@@ -186,6 +203,14 @@ struct evs_stream {
  * waits that would wait for the calling thread itself. */
 static _Thread_local evs_stream *tl_stream;
 static _Thread_local const evs_sub *tl_sub;
+
+/* Is this thread running a handler of `s`: its dispatcher, an inline
+ * publisher delivering, or a worker of one of its pooled subscriptions?
+ * Such a thread must not wait for the stream to deliver. */
+static bool in_handler_of(evs_stream *s)
+{
+    return tl_stream == s || evs__workers_current_stream() == s;
+}
 
 static uint64_t ids_issued(evs_stream *s);
 
@@ -317,7 +342,9 @@ static void deliver_run(evs_stream *s, evs_sub *sub, const evs_event *const *evs
             continue;
         }
         int rc;
-        if (evs_unlikely(sub->metrics != NULL)) {
+        if (evs_unlikely(sub->metrics != NULL && sub->pool == NULL)) {
+            /* (A pooled subscription's workers time the real calls:
+             * here the handler only queues.) */
             int64_t t0 = evs__now_mono_ns();
             rc = sub->handler(ev, sub->user);
             uint64_t dt = (uint64_t)(evs__now_mono_ns() - t0);
@@ -860,8 +887,9 @@ int evs_stream_claim(evs_stream *s, evs_type type, const char *topic, size_t len
     if (s == NULL || out == NULL || data == NULL || (unsigned)type >= EVS_TYPE_CUSTOM ||
         s->slot_mem == NULL)
         return EVS_EINVAL;
-    size_t tlen = topic != NULL ? strnlen(topic, EVS_MAX_TOPIC + 1) : 0;
-    if (tlen > EVS_MAX_TOPIC || len > s->opts.slot_bytes ||
+    size_t max_topic = evs__max_topic();
+    size_t tlen = topic != NULL ? strnlen(topic, max_topic + 1) : 0;
+    if (tlen > max_topic || len > s->opts.slot_bytes ||
         evs__event_data_offset(tlen) > s->opts.slot_bytes - len)
         return EVS_ETOOBIG;
     if (s->router != NULL && evs__subject_validate(topic ? topic : "", tlen) != 0)
@@ -906,6 +934,7 @@ static void free_sub(evs_sub *sub)
         evs__rate_destroy(&sub->metrics->rate);
         evs__free(sub->metrics);
     }
+    evs__workers_release(sub->pool);
     evs__free(sub->pattern);
     evs__free(sub);
 }
@@ -972,17 +1001,22 @@ int evs_subscribe(evs_sub **out, evs_stream *s, const char *pattern,
     if (out == NULL)
         return EVS_EINVAL;
     *out = NULL;
-    if (s == NULL || handler == NULL || (opts != NULL && opts->reserved != 0))
+    if (s == NULL || handler == NULL || evs__workers_opts_check(opts) != 0)
         return EVS_EINVAL;
     if (pattern == NULL)
         pattern = ">";
-    if (s->router != NULL && evs__pattern_validate(pattern, strlen(pattern)) != 0)
+    /* Bounded, so a huge string is neither scanned whole nor copied on
+     * any stream (patterns are subjects: the topic limit applies). */
+    size_t max_topic = evs__max_topic();
+    size_t plen = strnlen(pattern, max_topic + 1);
+    if (plen > max_topic ||
+        (s->router != NULL && evs__pattern_validate(pattern, plen) != 0))
         return EVS_EINVAL;
 
     evs_sub *sub = evs__calloc(1, sizeof(*sub));
     if (sub == NULL)
         return EVS_ENOMEM;
-    sub->pattern = evs__strndup(pattern, strlen(pattern));
+    sub->pattern = evs__strndup(pattern, plen);
     if (sub->pattern == NULL) {
         evs__free(sub);
         return EVS_ENOMEM;
@@ -998,6 +1032,18 @@ int evs_subscribe(evs_sub **out, evs_stream *s, const char *pattern,
     sub->handler = handler;
     sub->filter = filter;
     sub->user = user;
+    /* Bounded concurrent handler (workers.c): the pool's wrappers take
+     * the place of handler, filter and user, and queue events for the
+     * pool's threads; delivery itself is unchanged. */
+    if (opts != NULL && opts->max_concurrent > 0) {
+        int rc = evs__workers_create(&sub->pool, sub, s, opts, &sub->handler,
+                                     &sub->filter, &sub->user);
+        if (rc != 0) {
+            free_sub(sub);
+            return rc;
+        }
+        ck_pr_inc_uint(&s->pools_live);
+    }
     /* Until the array is visible no event may pass: start at "all". */
     sub->start_id = UINT64_MAX;
 
@@ -1057,17 +1103,80 @@ int evs_unsubscribe(evs_sub *sub)
         evs__heavy_fence();
     else
         ck_pr_fence_memory();
-    if (tl_sub != sub) {
+    /* A worker of the subscription's own pool is inside its handler too,
+     * and must not wait for the delivering thread: that may be waiting
+     * for room in this very pool. */
+    if (tl_sub != sub && !evs__workers_inside(sub->pool)) {
         /* Acquire: the handler's last writes happen before we return. */
         for (unsigned round = 0; evs_load_acquire(&sub->active) != 0; round++)
             evs__backoff(round);
     }
+    /* Pooled: wait for the queued and running calls, then end the
+     * workers; from inside one of its calls, drop the queue and wait for
+     * the other calls instead (workers.c). No call starts afterwards. */
+    evs__workers_stop(sub->pool);
     if (b != NULL)
         evs__epoch_retire(&sub->epoch_entry, free_sub_cb);
     return 0;
 }
 
 const char *evs_sub_pattern(const evs_sub *sub) { return sub->pattern; }
+
+struct evs__workers *evs__sub_pool(const evs_sub *sub) { return sub->pool; }
+
+void evs__sub_handler_error(evs_sub *sub, const evs_event *ev, int rc)
+{
+    evs_stream *s = sub->stream;
+    ck_pr_inc_64(&sub->errors);
+    ck_pr_inc_64(&s->worker_errors);
+    if (s->opts.on_error != NULL)
+        s->opts.on_error(sub, ev, rc, s->opts.on_error_user);
+}
+
+void evs__stream_pool_done(evs_stream *s) { ck_pr_dec_uint(&s->pools_live); }
+
+bool evs__sub_timed(const evs_sub *sub) { return sub->metrics != NULL; }
+
+void evs__sub_record_time(evs_sub *sub, uint64_t ns)
+{
+    evs__hist_add(&sub->metrics->htime, ns);
+    evs__hist_add(sub->stream->htime, ns);
+}
+
+/*
+ * Wait until every live pooled subscription has handled what was handed
+ * to it so far (evs__workers_wait), up to `deadline` (CLOCK_MONOTONIC
+ * ns; < 0 = none), adding what is left to *left. Holds sub_lock only to
+ * pick the next pool and take a reference on it, never while waiting
+ * (a pooled handler may subscribe). The array is walked from the end:
+ * subscribing appends (a subscription made now gets no event accepted
+ * before the wait began) and unsubscribing closes a gap below, which can
+ * only move an entry we visited down into view again, never an
+ * unvisited one out of it.
+ */
+static int wait_pools(evs_stream *s, int64_t deadline, uint64_t *left)
+{
+    int rc = 0;
+    size_t i = SIZE_MAX;
+    while (evs_load(&s->pools_live) != 0) {
+        struct evs__workers *p = NULL;
+        pthread_mutex_lock(&s->sub_lock);
+        size_t n = s->subs != NULL ? s->subs->n : 0;
+        if (i > n)
+            i = n;
+        while (p == NULL && i > 0)
+            p = s->subs->subs[--i]->pool;
+        if (p != NULL)
+            evs__workers_ref(p);
+        pthread_mutex_unlock(&s->sub_lock);
+        if (p == NULL)
+            break;
+        if (evs__workers_wait(p, deadline, left) != 0)
+            rc = EVS_ETIMEDOUT;
+        evs__workers_unref(p);
+    }
+    return rc;
+}
 
 uint64_t evs__stream_ids_issued(evs_stream *s) { return ids_issued(s); }
 
@@ -1234,7 +1343,7 @@ static int wait_settled(evs_stream *s, uint64_t target, int timeout_ms, uint64_t
             rest = 0;
             break;
         }
-        if (timeout_ms == 0 || tl_stream == s ||
+        if (timeout_ms == 0 || in_handler_of(s) ||
             (deadline >= 0 && evs__now_mono_ns() >= deadline)) {
             rc = EVS_ETIMEDOUT;
             if (left != NULL)
@@ -1251,19 +1360,29 @@ static int wait_settled(evs_stream *s, uint64_t target, int timeout_ms, uint64_t
     return rc;
 }
 
+/* The deadline for waiting on pools: the same timeout, from now. */
+static int64_t pools_deadline(int timeout_ms)
+{
+    return timeout_ms < 0 ? -1 : timeout_ms == 0 ? 0 : evs__deadline_after_ms(timeout_ms);
+}
+
 int evs_stream_flush(evs_stream *s, int timeout_ms, uint64_t *left)
 {
     if (left != NULL)
         *left = 0;
     if (s == NULL)
         return EVS_EINVAL;
-    if (tl_stream == s)
+    if (in_handler_of(s))
         return EVS_EDEADLK;
+    int64_t deadline = pools_deadline(timeout_ms);
     uint64_t target = is_inline(s) ? 0 : evs__ring_claimed(&s->ring);
     waiter_enter(s);
     int rc = wait_settled(s, target, timeout_ms, left);
     waiter_leave(s);
-    return rc;
+    /* Then the pooled calls of what was delivered (only counted, not
+     * waited for, when time is already up). */
+    int prc = wait_pools(s, rc == 0 ? deadline : 0, left);
+    return rc != 0 ? rc : prc;
 }
 
 int evs_stream_close(evs_stream *s, int timeout_ms, uint64_t *left)
@@ -1283,17 +1402,21 @@ int evs_stream_close(evs_stream *s, int timeout_ms, uint64_t *left)
         ck_ec32_inc(&s->pub_ec, &evs__ec_mp);
         ck_ec32_inc(&s->run_ec, &evs__ec_mp);
     }
+    int64_t deadline = pools_deadline(timeout_ms);
     waiter_enter(s);
     int rc = wait_settled(s, target, timeout_ms, left);
     waiter_leave(s);
-    return rc;
+    /* As flush: then the pooled calls. Inside a handler (a pool's
+     * worker included) nothing waits: they are only counted. */
+    int prc = wait_pools(s, rc == 0 && !in_handler_of(s) ? deadline : 0, left);
+    return rc != 0 ? rc : prc;
 }
 
 int evs_stream_destroy(evs_stream *s)
 {
     if (s == NULL)
         return 0;
-    if (tl_stream == s)
+    if (in_handler_of(s))
         return EVS_EDEADLK;
     evs_stream_close(s, EVS_FOREVER, NULL);
     /* After this no heartbeat callback runs for the stream. */
@@ -1314,6 +1437,13 @@ int evs_stream_destroy(evs_stream *s)
      * promises no concurrent publishers. Free the current set and every
      * subscription in it directly; older sets were retired already. */
     struct sub_array *a = s->subs;
+    /* Pooled subscriptions: close has waited for their calls; end their
+     * workers, then wait until the last worker of every pool (also of
+     * those that unsubscribed from a worker) has stopped touching `s`. */
+    for (size_t i = 0; a != NULL && i < a->n; i++)
+        evs__workers_stop(a->subs[i]->pool);
+    for (unsigned round = 0; evs_load_acquire(&s->pools_live) != 0; round++)
+        evs__backoff(round);
     for (size_t i = 0; a != NULL && i < a->n; i++)
         free_sub(a->subs[i]);
     evs__free(a);
@@ -1344,7 +1474,7 @@ int evs_stream_stats_get(evs_stream *s, evs_stream_stats *out)
     out->published = ids_issued(s) - evs_load(&s->dropped_nomem);
     out->delivered = evs_load(&s->delivered);
     out->filtered = evs_load(&s->filtered);
-    out->handler_errors = evs_load(&s->handler_errors);
+    out->handler_errors = evs_load(&s->handler_errors) + evs_load(&s->worker_errors);
     out->dropped_newest = evs_load(&s->dropped_newest);
     out->dropped_oldest = evs_load(&s->dropped_oldest);
     out->rejected_full = evs_load(&s->rejected_full);

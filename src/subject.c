@@ -22,7 +22,7 @@ static bool is_bad_byte(unsigned char c)
  */
 static int validate(const char *s, size_t len, bool wild)
 {
-    if (s == NULL || len == 0 || len > EVS_MAX_TOPIC)
+    if (s == NULL || len == 0 || len > evs__max_topic())
         return EVS_EINVAL;
     size_t start = 0; /* first byte of the current token */
     for (size_t i = 0; i <= len; i++) {

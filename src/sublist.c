@@ -777,7 +777,7 @@ static struct centry *cache_put(evs_subcache *c, const char *subject, size_t len
 int evs__subcache_insert(evs_subcache *c, const char *subject, size_t len, uint64_t gen,
                          void *const *items, size_t n)
 {
-    if (c == NULL || subject == NULL || (items == NULL && n > 0) || len > EVS_MAX_TOPIC)
+    if (c == NULL || subject == NULL || (items == NULL && n > 0) || len > evs__max_topic())
         return EVS_EINVAL;
     return cache_put(c, subject, len, gen, items, n) ? 0 : EVS_ENOMEM;
 }

@@ -624,3 +624,81 @@ Test(heartbeat, an_earlier_timer_wakes_the_sleeping_thread, .timeout = 30)
     cr_assert_eq(late.fires, 0);
     cr_assert_eq(evs__hb_thread_running(), 0);
 }
+
+/* ---- evs__hb_fire_by and the wall clock ---------------------------- */
+
+Test(heartbeat, fire_by_moves_a_deadline_earlier_and_never_later, .timeout = 30)
+{
+    use_fake_clock();
+    rec r = {.ret = -1};
+    evs__hb_timer *t;
+    ASSERT_RC(evs__hb_add(&t, 10 * SEC, record, &r), 0);
+    ASSERT_RC(evs__hb_fire_by(t, 3 * SEC), 0);
+    advance_to(3 * SEC - 1);
+    cr_assert_eq(r.fires, 0);
+    advance_to(3 * SEC);
+    cr_assert_eq(r.fires, 1, "fires at the earlier deadline");
+    /* The callback's -1 re-arms one interval later: 13 s. */
+    ASSERT_RC(evs__hb_fire_by(t, 20 * SEC), 0); /* later: no effect */
+    advance_to(13 * SEC);
+    cr_assert_eq(r.fires, 2);
+    cr_assert_eq(r.at[1], 13 * SEC);
+    /* A deadline already past fires at once, at the current reading. */
+    ASSERT_RC(evs__hb_fire_by(t, 5 * SEC), 0);
+    ASSERT_RC(evs__hb_sync(), 0);
+    cr_assert_eq(r.fires, 3);
+    cr_assert_eq(r.at[2], 13 * SEC);
+    ASSERT_RC(evs__hb_fire_by(NULL, 0), EVS_EINVAL);
+    ASSERT_RC(evs__hb_remove(t), 0);
+    finish();
+}
+
+/* A callback that asks for an earlier fire of itself while it runs, and
+ * returns a later deadline: the earlier one must win. */
+typedef struct self_rec {
+    evs__hb_timer *self;
+    int fires;
+    int64_t at[4];
+} self_rec;
+
+static int64_t fire_by_self(void *user, int64_t now)
+{
+    self_rec *r = user;
+    if (r->fires < 4)
+        r->at[r->fires] = now;
+    r->fires++;
+    if (r->fires == 1)
+        evs__hb_fire_by(r->self, now + SEC);
+    return now + 100 * SEC;
+}
+
+Test(heartbeat, fire_by_during_the_callback_beats_its_return_value, .timeout = 30)
+{
+    use_fake_clock();
+    self_rec r = {0};
+    ASSERT_RC(evs__hb_add(&r.self, SEC, fire_by_self, &r), 0);
+    advance_to(SEC);
+    cr_assert_eq(r.fires, 1);
+    advance_to(2 * SEC);
+    cr_assert_eq(r.fires, 2, "the fire_by made inside the callback was lost");
+    cr_assert_eq(r.at[1], 2 * SEC);
+    advance_to(101 * SEC);
+    cr_assert_eq(r.fires, 2, "afterwards the returned deadline (102 s) holds");
+    advance_to(102 * SEC);
+    cr_assert_eq(r.fires, 3);
+    ASSERT_RC(evs__hb_remove(r.self), 0);
+    finish();
+}
+
+Test(heartbeat, the_wall_clock_is_the_test_clock_when_one_is_set, .timeout = 30)
+{
+    int64_t before = evs__now_real_ns();
+    int64_t wall = evs__hb_wall();
+    cr_assert_geq(wall, before);
+    cr_assert_leq(wall, evs__now_real_ns());
+    use_fake_clock();
+    evs_store(fake_ns_cell(), 1234);
+    cr_assert_eq(evs__hb_wall(), 1234);
+    cr_assert_eq(evs__hb_now(), 1234);
+    finish();
+}

@@ -5,6 +5,8 @@
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -365,6 +367,100 @@ Test(json, msgpack_renders_every_type)
     }
 }
 
+/* Strings are copied sixteen bytes a step up to the first byte that
+ * needs care: put each kind at every position around those blocks. */
+Test(json, string_escapes_at_every_position)
+{
+    static const struct {
+        const char *in, *out;
+    } specials[] = {
+        {"\"", "\\\""}, {"\\", "\\\\"}, {"\n", "\\n"}, {"\x01", "\\u0001"},
+        {"\x7f", "\\u007f"}, {"\xc3\xa9", "\xc3\xa9"}, {"\xff", "\xef\xbf\xbd"},
+    };
+    for (size_t len = 1; len <= 40; len++) {
+        for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++) {
+            for (size_t pos = 0; pos < len; pos++) {
+                char in[64], want[128];
+                size_t n = 0, w = 0;
+                want[w++] = '"';
+                for (size_t i = 0; i < len; i++) {
+                    if (i == pos) {
+                        size_t a = strlen(specials[k].in), b = strlen(specials[k].out);
+                        memcpy(in + n, specials[k].in, a);
+                        memcpy(want + w, specials[k].out, b);
+                        n += a;
+                        w += b;
+                    } else {
+                        in[n++] = want[w++] = (char)('a' + i % 26);
+                    }
+                }
+                want[w++] = '"';
+                want[w] = '\0';
+                evs_buf out = {0};
+                cr_assert_eq(evs__json_append_string(&out, in, n), 0);
+                cr_assert_str_eq(out.data, want, "len %zu, special %zu at %zu", len, k, pos);
+                evs_buf_free(&out);
+            }
+        }
+    }
+}
+
+/* The slow, obviously right rendering of a double: the fewest of 15..17
+ * significant digits that read back exactly, kept a JSON real. */
+static void shortest_double(double v, char *out, size_t cap)
+{
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(out, cap, "%.*g", prec, v);
+        if (strtod(out, NULL) == v)
+            break;
+    }
+    if (strpbrk(out, ".e") == NULL)
+        strcat(out, ".0");
+}
+
+/* append_float has a fast path for short decimals (prices, ratios): it
+ * must write exactly what the slow path writes, for those and for any
+ * other double. */
+Test(json, doubles_render_as_the_shortest_exact_text)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 200000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        double v;
+        switch (i % 4) {
+        case 0: { /* a short decimal: up to 8 digits after the point */
+            static const double p10[9] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8};
+            v = (double)(x % 100000000000ull) / p10[(x >> 40) % 9];
+            break;
+        }
+        case 1: /* a price */
+            v = (double)(int64_t)(x % 2000000) / 100.0 - 10000.0;
+            break;
+        case 2: /* any finite bit pattern */
+            memcpy(&v, &x, sizeof(v));
+            if (!isfinite(v))
+                v = 1.5;
+            break;
+        default: /* around the fast path's edges */
+            v = ((x & 1) ? 1e15 : 1e-4) * (1.0 + (double)(x % 1000 - 500) / 1e6);
+            break;
+        }
+        uint8_t b[9] = {0xcb};
+        uint64_t bits;
+        memcpy(&bits, &v, sizeof(bits));
+        for (int k = 0; k < 8; k++)
+            b[1 + k] = (uint8_t)(bits >> (56 - 8 * k));
+        evs_buf out = {0};
+        cr_assert_eq(evs__mp_to_json(b, sizeof(b), &out), 0);
+        char want[64];
+        shortest_double(v, want, sizeof(want));
+        cr_assert_str_eq(out.data, want, "%.17g", v);
+        evs_buf_free(&out);
+    }
+}
+
 Test(json, msgpack_render_rejects_malformed_and_restores_the_buffer)
 {
     static const char *const bad[] = {
@@ -397,6 +493,76 @@ Test(json, msgpack_render_stops_unchecked_deep_input)
     free(b);
     cr_assert_eq(rc, EVS_EBADMSG, "got %s", evs_errname(rc));
     cr_assert_eq(out.len, 0);
+    evs_buf_free(&out);
+}
+
+/* {K: 0} nested `levels` times, each map being the key of the next:
+ * {{{1: 0}: 0}: 0} for 3. Returns the encoded length. */
+static size_t nested_keys(uint8_t *b, size_t levels)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < levels; i++)
+        b[n++] = 0x81; /* a map of one pair whose key follows */
+    b[n++] = 0x01;     /* the innermost key */
+    for (size_t i = 0; i < levels; i++)
+        b[n++] = 0x00; /* each map's value */
+    return n;
+}
+
+/* Regression (fuzz_json, fuzz_event_decode): a non-string key is rendered
+ * as JSON and quoted, and quoting doubles the backslashes, so keys nested
+ * in keys doubled the output per level: a 49-byte value at the depth
+ * limit rendered to gigabytes. Two levels render; three are refused. */
+Test(json, regression_nested_non_string_keys_are_bounded)
+{
+    uint8_t b[64];
+    size_t n = nested_keys(b, 2), used;
+    evs_buf out = {0};
+    cr_assert_eq(evs__mp_to_json(b, n, &out), 0);
+    assert_buf(&out, "{\"{\\\"1\\\":0}\":0}", "two levels");
+    evs_buf_free(&out);
+
+    for (size_t levels = 3; levels <= EVS_MAX_DEPTH; levels++) {
+        n = nested_keys(b, levels);
+        cr_assert_eq(evs__mp_check(b, n, EVS_MAX_DEPTH, &used), 0, "valid msgpack");
+        cr_assert_eq(evs_buf_append(&out, "keep", 4), 0);
+        int rc = evs__mp_to_json(b, n, &out);
+        cr_assert_eq(rc, EVS_EBADMSG, "%zu levels: got %s", levels, evs_errname(rc));
+        assert_buf(&out, "keep", "unchanged");
+        evs_buf_free(&out);
+    }
+
+    /* Through the public renderers: data and metadata. */
+    n = nested_keys(b, EVS_MAX_DEPTH);
+    evs_event *ev = event_of(EVS_TYPE_MESSAGE, NULL, "t", EVS_CONTENT_MSGPACK, b, n, NULL, 0, 1, 0);
+    ASSERT_RC(evs_event_to_json(ev, &out), EVS_EBADMSG);
+    cr_assert_eq(out.len, 0);
+    ASSERT_RC(evs_sse_encode_buf(ev, NULL, &out), EVS_EBADMSG);
+    evs_event_unref(ev);
+    uint8_t meta[80] = {0x81, 0xa1, 'k'};
+    memcpy(meta + 3, b, n);
+    ev = event_of(EVS_TYPE_MESSAGE, NULL, "t", EVS_CONTENT_BINARY, "x", 1, meta, n + 3, 1, 0);
+    ASSERT_RC(evs_event_to_json(ev, &out), EVS_EBADMSG);
+    ASSERT_RC(evs_sse_encode_buf(ev, NULL, &out), 0); /* the metadata is not sent */
+    evs_event_unref(ev);
+    evs_buf_free(&out);
+}
+
+Test(json, helpers_refuse_null_and_impossible_sizes)
+{
+    evs_buf out = {0};
+    ASSERT_RC(evs__json_append_string(NULL, "a", 1), EVS_EINVAL);
+    ASSERT_RC(evs__json_append_string(&out, NULL, 1), EVS_EINVAL);
+    ASSERT_RC(evs__json_append_string(&out, "a", SIZE_MAX / 2), EVS_ENOMEM);
+    ASSERT_RC(evs__base64_append(NULL, "a", 1), EVS_EINVAL);
+    ASSERT_RC(evs__base64_append(&out, NULL, 1), EVS_EINVAL);
+    ASSERT_RC(evs__base64_append(&out, "a", SIZE_MAX / 4), EVS_ENOMEM);
+    ASSERT_RC(evs__rfc3339_append(NULL, 0), EVS_EINVAL);
+    ASSERT_RC(evs__mp_to_json((const uint8_t *)"\x01", 1, NULL), EVS_EINVAL);
+    ASSERT_RC(evs__mp_to_json(NULL, 1, &out), EVS_EINVAL);
+    ASSERT_RC(evs__json_to_msgpack("1", 1, NULL), EVS_EINVAL);
+    ASSERT_RC(evs__json_validate(NULL, 1), EVS_EINVAL);
+    cr_assert_eq(out.len, 0, "nothing written");
     evs_buf_free(&out);
 }
 

@@ -453,3 +453,25 @@ Test(metrics_prom, stream_prometheus_reads_a_live_stream)
     evs_buf_free(&out);
     evs_stream_destroy(s);
 }
+
+Test(metrics_stream, a_pooled_subscription_times_the_calls_on_its_workers)
+{
+    evs_stream_opts o = {.metrics = true};
+    evs_stream *s;
+    ASSERT_RC(evs_stream_create(&s, &o), 0);
+    evs_sub *a;
+    evs_sub_opts so = {.max_concurrent = 2};
+    ASSERT_RC(evs_subscribe(&a, s, NULL, busy_handler, NULL, NULL, &so), 0);
+    publish_n(s, 50);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    evs_sub_stats ss;
+    ASSERT_RC(evs_sub_stats_get(a, &ss), 0);
+    cr_assert_eq(ss.handler.count, 50);
+    /* The real 2 us calls, not the time to queue them. */
+    cr_assert(ss.handler.p50_ns >= 2000 * 15 / 16, "p50 %llu",
+              (unsigned long long)ss.handler.p50_ns);
+    evs_stream_stats st;
+    ASSERT_RC(evs_stream_stats_get(s, &st), 0);
+    cr_assert_eq(st.handler.count, 50);
+    evs_stream_destroy(s);
+}

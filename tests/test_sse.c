@@ -1034,6 +1034,79 @@ static void sweep_connect(evs_stream *s, evs_sse *sse, const evs_sse_client_opts
 
 static int ok_push(const char *frames, size_t len, void *user) { return 0; }
 
+/* msgpack whose non-string map keys nest three deep does not render as
+ * JSON (json.c bounds that output); the client is told it missed it. */
+Test(sse, an_event_that_does_not_render_is_announced_as_skipped, .timeout = 30)
+{
+    evs_stream *s = mk_stream(false, 0);
+    evs_sse *sse = mk_sse(s, EVS_SSE_SLOW_DROP_OLDEST, 16);
+    evs_sse_client *c = mk_client(sse, NULL, 0, NULL);
+    static const uint8_t nested[] = {0x81, 0x81, 0x81, 0x01, 0x00, 0x00, 0x00};
+    evs_event *ev;
+    ASSERT_RC(evs_event_create(&ev, EVS_TYPE_MESSAGE, "t", nested, sizeof nested), 0);
+    ASSERT_RC(evs_event_set_content(ev, EVS_CONTENT_MSGPACK), 0);
+    ASSERT_RC(evs_stream_publish(s, ev), 0);
+    evs_event_unref(ev);
+    uint64_t id = pub(s, "t", "after");
+    flush(s);
+    char got[1024] = "", want[256] = "";
+    drain(c, got, sizeof got);
+    frame(want, sizeof want, id, "after");
+    cr_assert_not_null(strstr(got, "skipped 1 event"), "%s", got);
+    cr_assert_not_null(strstr(got, want), "%s", got);
+    evs_sse_stats st;
+    ASSERT_RC(evs_sse_stats_get(sse, &st), 0);
+    cr_assert_eq(st.skipped, 1);
+    ASSERT_RC(evs_sse_disconnect(c), 0);
+    ASSERT_RC(evs_sse_destroy(sse), 0);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+}
+
+/* A publisher that keeps one subject busy until told to stop. */
+typedef struct busy {
+    evs_stream *s;
+    atomic_bool stop;
+} busy;
+
+static void *keep_publishing(void *arg)
+{
+    busy *b = arg;
+    while (!atomic_load(&b->stop))
+        pub(b->s, "b.1", "x");
+    return NULL;
+}
+
+/*
+ * Regression (make soak-tsan: heap-use-after-free in shadowed): teardown
+ * unsubscribed a client's patterns first to last, and freed pattern 0's
+ * subscription while pattern 1's handler could still run and read it
+ * (shadowed() reads the patterns before its own). Events flow to pattern 1
+ * while clients disconnect; ASan or TSan reports the read if it happens.
+ */
+Test(sse, regression_disconnect_while_events_reach_a_later_pattern, .timeout = 120)
+{
+    evs_stream *s = mk_stream(true, 0);
+    evs_sse *sse = mk_sse(s, EVS_SSE_SLOW_DROP_OLDEST, 16);
+    busy b = {.s = s};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, keep_publishing, &b), 0);
+    /* Many patterns before the busy one: their subscriptions are freed
+     * (at later unsubscribes' epoch barriers) while it is still live. */
+    static const char *const pats[] = {"a.0", "a.1", "a.2", "a.3", "a.4", "a.5", "a.6",
+                                       "a.7", "a.8", "a.9", "a.10", "a.11", "b.*"};
+    char buf[4096];
+    for (int i = 0; i < 1500; i++) {
+        evs_sse_client *c = mk_client(sse, pats, sizeof pats / sizeof pats[0], NULL);
+        if (i % 2)
+            (void)evs_sse_read(c, buf, sizeof buf, 0);
+        ASSERT_RC(evs_sse_disconnect(c), 0);
+    }
+    atomic_store(&b.stop, true);
+    pthread_join(t, NULL);
+    ASSERT_RC(evs_sse_destroy(sse), 0);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+}
+
 Test(sse, connect_survives_allocation_failure, .timeout = 120)
 {
     evs_stream *s = mk_stream(true, 0);

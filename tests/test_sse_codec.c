@@ -547,6 +547,53 @@ Test(sse_encode, empty_data_of_every_content_is_one_empty_data_line)
     }
 }
 
+/* Regression (fuzz_sse_roundtrip): evs_event_data is NULL for empty
+ * data, and the line writer computed NULL + 0, which is undefined
+ * (clang's UBSan reports it; GCC's does not). */
+Test(sse_encode, regression_empty_data_is_never_offset_from_null)
+{
+    evs_event *ev;
+    ASSERT_RC(evs_event_create(&ev, EVS_TYPE_MESSAGE, "t", NULL, 0), 0);
+    cr_assert_null(evs_event_data(ev, NULL), "the case that mattered");
+    ASSERT_RC(evs_event_set_content(ev, EVS_CONTENT_TEXT), 0);
+    FRAME(ev, NULL, "data:\n\n");
+    evs_event_unref(ev);
+    for (evs_content c = EVS_CONTENT_BINARY; c <= EVS_CONTENT_JSON; c++) {
+        ev = event_of(EVS_TYPE_CUSTOM, "Named", "", c, NULL, 0, NULL, 0, 3, TS);
+        FRAME(ev, NULL, "id: 3\nevent: Named\ndata:\n\n");
+        evs_event_unref(ev);
+    }
+}
+
+/* Regression (fuzz_sse_roundtrip): evs_sse_encode_buf writes in one
+ * optimistic pass into room for the data plus 128 bytes, but base64 was
+ * written without checking that room: binary data over ~400 bytes (or a
+ * long type name before it) overflowed the heap. */
+Test(sse_encode, regression_buf_base64_larger_than_the_first_guess)
+{
+    static uint8_t data[3000];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (uint8_t)(i * 7);
+    static const char *const names[] = {NULL, "caf\xc3\xa9-\xe0\xe0\xe0\xe0\xe0\xe0\xe0\xe0"};
+    for (size_t k = 0; k < 2; k++) {
+        for (size_t len = 1; len <= sizeof data; len = len * 3 + 1) {
+            evs_event *ev = event_of(names[k] ? EVS_TYPE_CUSTOM : EVS_TYPE_MESSAGE, names[k],
+                                     "", EVS_CONTENT_BINARY, data, len, NULL, 0, 9, TS);
+            bytes want = encode(ev, NULL);
+            for (size_t pre = 0; pre < 3; pre++) {
+                evs_buf b = {0};
+                cr_assert_eq(evs_buf_append(&b, "ab", pre), 0);
+                ASSERT_RC(evs_sse_encode_buf(ev, NULL, &b), 0);
+                cr_assert_eq(b.len, pre + want.n, "len %zu, prefix %zu", len, pre);
+                cr_assert_eq(memcmp(b.data + pre, want.p, want.n), 0, "len %zu", len);
+                evs_buf_free(&b);
+            }
+            free(want.p);
+            evs_event_unref(ev);
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* Encoder: injection and errors                                       */
 /* ------------------------------------------------------------------ */

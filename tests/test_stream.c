@@ -165,7 +165,7 @@ Test(stream, subscribe_rejects_bad_arguments)
     ASSERT_RC(evs_subscribe(&sub, s, NULL, NULL, NULL, &rec, NULL), EVS_EINVAL);
     ASSERT_RC(evs_subscribe(NULL, s, NULL, record, NULL, &rec, NULL), EVS_EINVAL);
     ASSERT_RC(evs_subscribe(&sub, NULL, NULL, record, NULL, &rec, NULL), EVS_EINVAL);
-    evs_sub_opts so = {.reserved = 1};
+    evs_sub_opts so = {.max_concurrent = EVS_MAX_CONCURRENT + 1};
     ASSERT_RC(evs_subscribe(&sub, s, NULL, record, NULL, &rec, &so), EVS_EINVAL);
     ASSERT_RC(evs_unsubscribe(NULL), EVS_EINVAL);
     ASSERT_RC(evs_stream_destroy(s), 0);

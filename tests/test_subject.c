@@ -9,6 +9,7 @@
 
 #include "evs_internal.h"
 #include "subject.h"
+#include "subject_ref.h"
 
 static bool matches(const char *subj, const char *pat)
 {
@@ -265,37 +266,12 @@ static size_t random_string(char *buf, bool pattern)
     return len;
 }
 
-/* A second matcher, written differently: split both into token arrays,
- * then recurse. Inputs here are valid by construction. */
-static size_t split(char *s, char **tok)
-{
-    size_t n = 0;
-    for (char *p = strtok(s, "."); p != NULL; p = strtok(NULL, "."))
-        tok[n++] = p;
-    return n;
-}
-
-static bool rec_match(char **st, size_t sn, char **pt, size_t pn)
-{
-    if (pn == 0)
-        return sn == 0;
-    if (strcmp(pt[0], ">") == 0)
-        return sn >= 1;
-    if (sn == 0)
-        return false;
-    if (strcmp(pt[0], "*") != 0 && strcmp(pt[0], st[0]) != 0)
-        return false;
-    return rec_match(st + 1, sn - 1, pt + 1, pn - 1);
-}
-
+/* The second matcher, written differently (tests/subject_ref.h, shared
+ * with the fuzzer): split both into token arrays, then recurse. */
 static bool other_match(const char *subj, const char *pat)
 {
-    char s[64], p[64], *st[8], *pt[8];
-    strcpy(s, subj);
-    strcpy(p, pat);
-    size_t sn = split(s, st);
-    size_t pn = split(p, pt);
-    return rec_match(st, sn, pt, pn);
+    ref_tok st[64], pt[64];
+    return ref_match(subj, strlen(subj), pat, strlen(pat), st, pt);
 }
 
 Test(subject, reference_matcher_agrees_with_a_second_matcher)

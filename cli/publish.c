@@ -1,0 +1,132 @@
+/*
+ * Publishing into the hub: bytes, a subject and a type name become one
+ * event on the hub's TopicStream, whoever sends them (POST /publish,
+ * the --stdin reader, the demo feed).
+ *
+ * It also remembers the event type names it has seen, so that the page
+ * at / can listen for them: an EventSource delivers a named event only
+ * to a listener registered for that name. The set is bounded (a
+ * publisher inventing names must not grow the hub): past TYPES_MAX
+ * names, new ones are published but not listed.
+ *
+ * Threads: evs_hub_pub_send from any thread at once. `lock` guards the
+ * type set only and is a leaf; the counters are atomics.
+ */
+#include "hub.h"
+
+#include <jansson.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TYPES_MAX 64
+
+struct evs_hub_pub {
+    evs_stream *stream;    /* borrowed */
+    atomic_uint_fast64_t ok, failed;
+    pthread_mutex_t lock;  /* guards types and ntypes */
+    char *types[TYPES_MAX];
+    size_t ntypes;
+};
+
+int evs_hub_pub_create(evs_hub_pub **out, evs_stream *s)
+{
+    evs_hub_pub *p = calloc(1, sizeof(*p));
+    *out = NULL;
+    if (p == NULL)
+        return EVS_ENOMEM;
+    p->stream = s;
+    pthread_mutex_init(&p->lock, NULL);
+    *out = p;
+    return 0;
+}
+
+void evs_hub_pub_destroy(evs_hub_pub *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->ntypes; i++)
+        free(p->types[i]);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+/* Add `name` to the set if it is new and there is room. */
+static void remember_type(evs_hub_pub *p, const char *name)
+{
+    pthread_mutex_lock(&p->lock);
+    bool seen = false;
+    for (size_t i = 0; i < p->ntypes && !seen; i++)
+        seen = strcmp(p->types[i], name) == 0;
+    if (!seen && p->ntypes < TYPES_MAX) {
+        char *copy = strdup(name);
+        if (copy != NULL) /* out of memory: only the page's list misses it */
+            p->types[p->ntypes++] = copy;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+static int build(evs_event **out, const char *topic, const char *type, const void *data,
+                 size_t len, evs_content content)
+{
+    evs_event *ev;
+    int rc = evs_event_create(&ev, EVS_TYPE_MESSAGE, topic, data, len);
+    if (rc != 0)
+        return rc;
+    if (content != EVS_CONTENT_BINARY)
+        rc = evs_event_set_content(ev, content);
+    if (rc == 0 && type != NULL)
+        rc = evs_event_set_type_name(ev, type);
+    if (rc != 0) {
+        evs_event_unref(ev);
+        return rc;
+    }
+    *out = ev;
+    return 0;
+}
+
+int evs_hub_pub_send(evs_hub_pub *p, const char *topic, const char *type, const void *data,
+                     size_t len, evs_content content, uint64_t *id)
+{
+    evs_event *ev;
+    int rc = build(&ev, topic, type, data, len, content);
+    if (rc == 0)
+        rc = evs_stream_publish_move(p->stream, ev, id); /* takes our reference */
+    if (rc != 0) {
+        atomic_fetch_add(&p->failed, 1);
+        return rc;
+    }
+    atomic_fetch_add(&p->ok, 1);
+    if (type != NULL && strcmp(type, "message") != 0)
+        remember_type(p, type);
+    return 0;
+}
+
+int evs_hub_pub_types_json(evs_hub_pub *p, evs_buf *out)
+{
+    json_t *a = json_array();
+    int rc = a != NULL ? 0 : EVS_ENOMEM;
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < p->ntypes && rc == 0; i++) {
+        /* Names are valid UTF-8 only if the publisher sent UTF-8: the
+         * others cannot be put in JSON, and are left out. */
+        json_t *s = json_string(p->types[i]);
+        if (s != NULL && json_array_append_new(a, s) != 0)
+            rc = EVS_ENOMEM;
+    }
+    pthread_mutex_unlock(&p->lock);
+    char *text = rc == 0 ? json_dumps(a, JSON_COMPACT) : NULL;
+    if (rc == 0)
+        rc = text != NULL ? evs_buf_append(out, text, strlen(text)) : EVS_ENOMEM;
+    free(text);
+    json_decref(a);
+    return rc;
+}
+
+void evs_hub_pub_counts(evs_hub_pub *p, uint64_t *ok, uint64_t *failed)
+{
+    *ok = atomic_load(&p->ok);
+    *failed = atomic_load(&p->failed);
+}

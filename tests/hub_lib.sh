@@ -1,0 +1,126 @@
+# Shared by the hub's black-box tests (tests/test_serve.sh,
+# tests/test_tail.sh, tests/test_browser.sh); sourced, never run.
+#
+# Each test starts hubs on free loopback ports (--port 0, the port read
+# from the "listening on" line), talks to them with curl, and stops them.
+# Everything it starts is killed on exit; every wait has a deadline.
+# Sets: bin (the evstream binary), tmp (a scratch directory).
+
+bin=${1:-build/evstream}
+tmp=$(mktemp -d)
+passed=0
+failed=0
+started=()   # pids of hubs and helpers this script started
+
+hub_cleanup() {
+    # Only what this script started, by pid.
+    for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for j in $(jobs -p); do kill -KILL "$j" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$tmp"
+}
+trap hub_cleanup EXIT
+trap 'exit 1' INT TERM HUP
+
+ok()    { passed=$((passed + 1)); echo "ok   $1"; }
+fail()  { failed=$((failed + 1)); echo "FAIL $1"; }
+check() { if eval "$2"; then ok "$1"; else fail "$1"; fi; }
+finish() {
+    echo "$(basename "$0" .sh): $passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit
+}
+
+command -v curl >/dev/null || { echo "$(basename "$0"): curl not found"; exit 1; }
+[ -x "$bin" ] || { echo "$(basename "$0"): no $bin (make)"; exit 1; }
+
+# start_hub NAME [serve options]: start a hub; sets NAME (its base URL)
+# and NAME_pid. Its stdout and stderr go to $tmp/NAME.out and .err.
+# Standard input comes from $hub_stdin (default /dev/null).
+start_hub() {
+    local name=$1 port="" pid
+    shift
+    : >"$tmp/$name.out"
+    "$bin" serve --port 0 "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" <"${hub_stdin:-/dev/null}" &
+    pid=$!
+    started+=("$pid")
+    for _ in $(seq 100); do
+        port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$tmp/$name.out")
+        [ -n "$port" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [ -z "$port" ]; then
+        fail "hub $name starts and prints 'listening on http://127.0.0.1:PORT'"
+        sed 's/^/  hub: /' "$tmp/$name.err"
+        return 1
+    fi
+    eval "$name=http://127.0.0.1:$port; ${name}_pid=$pid"
+}
+
+# stop_hub NAME SIGNAL: send the signal and check the hub exits 0 within
+# 2 s with nothing on stderr (sanitizer reports included).
+stop_hub() {
+    local name=$1 sig=$2 pid rc t0 t1
+    pid=$(eval echo "\$${name}_pid")
+    t0=$(date +%s%N)
+    kill "-$sig" "$pid" 2>/dev/null
+    for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    if kill -0 "$pid" 2>/dev/null; then
+        fail "hub $name exits within 2 s of SIG$sig"
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    else
+        wait "$pid"
+        rc=$?
+        t1=$(date +%s%N)
+        check "hub $name exits 0 on SIG$sig in $(( (t1 - t0) / 1000000 )) ms (exit $rc)" \
+            "[ $rc -eq 0 ]"
+    fi
+    check "hub $name: stderr empty" "[ ! -s '$tmp/$name.err' ]"
+    [ -s "$tmp/$name.err" ] && sed 's/^/  hub: /' "$tmp/$name.err" | head -40
+}
+
+# HTTP status of a request (curl arguments).
+code() { curl -s --max-time 5 -o /dev/null -w '%{http_code}' "$@"; }
+
+# publish BASE TOPIC DATA [curl args]: prints the JSON answer.
+publish() {
+    local base=$1 topic=$2 data=$3
+    shift 3
+    curl -s --max-time 5 -X POST --data-binary "$data" "$@" "$base/publish?topic=$topic"
+}
+
+# The id in a publish answer {"id":"N"}.
+id_of() { sed -n 's/^{"id":"\([0-9][0-9]*\)"}$/\1/p'; }
+
+# subscribe FILE URL [seconds] [curl args]: read an event stream into
+# FILE (headers into FILE.h) in the background for at most `seconds`
+# (default 3); returns once the stream's headers are in (the
+# subscription is live then). Its pid is in $sub_pid.
+subscribe() {
+    local file=$1 url=$2 secs=${3:-3}
+    shift 3 2>/dev/null || shift $#
+    : >"$file.h"
+    curl -sN --max-time "$secs" -D "$file.h" -o "$file" "$@" "$url" &
+    sub_pid=$!
+    subs+=("$sub_pid")
+    for _ in $(seq 100); do
+        grep -q $'^\r$' "$file.h" 2>/dev/null && return 0
+        kill -0 "$sub_pid" 2>/dev/null || return 0
+        sleep 0.02
+    done
+}
+
+# Wait for every subscriber started so far (never a bare `wait`: that
+# would wait for the hubs too).
+subs=()
+wait_subs() {
+    for p in "${subs[@]}"; do wait "$p" 2>/dev/null; done
+    subs=()
+}
+
+# A metric's value from /metrics: metric BASE 'name{labels}'.
+metric() {
+    curl -s --max-time 5 "$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'
+}
