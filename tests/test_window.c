@@ -153,6 +153,25 @@ static void fake_clock_off(void)
     ASSERT_RC(evs__hb_set_clock(NULL), 0);
 }
 
+/* The setup most tests share: the fake clock, a stream `s`, a collector
+ * `c` and a windower `w` subscribed with options `o` = {the arguments}. */
+#define WINDOW_SETUP(...)                                                    \
+    fake_clock_on();                                                         \
+    evs_stream *s = mk_stream(NULL);                                         \
+    seen c;                                                                  \
+    seen_init(&c);                                                           \
+    evs_windower *w;                                                         \
+    evs_window_opts o = {__VA_ARGS__};                                       \
+    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0)
+
+/* ... and its end, after evs_window_stop(w). */
+#define WINDOW_TEARDOWN()                                                    \
+    do {                                                                     \
+        ASSERT_RC(evs_stream_destroy(s), 0);                                 \
+        fake_clock_off();                                                    \
+        seen_fini(&c);                                                       \
+    } while (0)
+
 /* Window i is [start_ms, start_ms + size) holding exactly `ids`. */
 static void assert_window(seen *s, size_t i, int64_t start_ms, int64_t size_ms, bool partial,
                           const uint64_t *ids, size_t n)
@@ -174,13 +193,7 @@ static void assert_window(seen *s, size_t i, int64_t start_ms, int64_t size_ms, 
 
 Test(window, an_event_at_a_windows_end_belongs_to_the_next, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000);
     uint64_t a = publish_at(s, 0);
     uint64_t b = publish_at(s, 999);
     uint64_t d = publish_at(s, 1000); /* exactly the first window's end */
@@ -197,20 +210,12 @@ Test(window, an_event_at_a_windows_end_belongs_to_the_next, .timeout = 30)
     cr_assert_eq(c.nw, 3);
     assert_window(&c, 2, 2000, 1000, true, (uint64_t[]){f}, 1);
     cr_assert_not(c.overlap);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 Test(window, events_come_in_timestamp_order_ties_in_arrival_order, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000);
     uint64_t t500 = publish_at(s, 500);
     uint64_t t100a = publish_at(s, 100);
     uint64_t t300 = publish_at(s, 300);
@@ -223,20 +228,12 @@ Test(window, events_come_in_timestamp_order_ties_in_arrival_order, .timeout = 30
         cr_assert_leq(c.w[0].ts[i - 1], c.w[0].ts[i]);
     ASSERT_RC(evs_window_stop(w), 0);
     cr_assert_eq(c.nw, 1);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 Test(window, windows_close_on_time_with_no_new_event, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000, .lateness_ms = 500};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000, .lateness_ms = 500);
     uint64_t a = publish_at(s, 100);
     /* Nothing is published from here on: only the timer can close it. */
     clock_at_ms(1499);
@@ -256,20 +253,12 @@ Test(window, windows_close_on_time_with_no_new_event, .timeout = 30)
     cr_assert_eq(st.late_before_ns, 999000 * MS, "windows closed while empty");
     ASSERT_RC(evs_window_stop(w), 0);
     cr_assert_eq(c.nw, 1, "nothing left for stop");
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 Test(window, empty_windows_between_events_are_skipped, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 10};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 10);
     uint64_t a = publish_at(s, 5);
     uint64_t b = publish_at(s, 100000005); /* ten million windows later */
     clock_at_ms(200000000);
@@ -277,20 +266,12 @@ Test(window, empty_windows_between_events_are_skipped, .timeout = 30)
     assert_window(&c, 0, 0, 10, false, (uint64_t[]){a}, 1);
     assert_window(&c, 1, 100000000, 10, false, (uint64_t[]){b}, 1);
     ASSERT_RC(evs_window_stop(w), 0);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 Test(window, offset_shifts_every_boundary, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000, .offset_ms = 250};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000, .offset_ms = 250);
     uint64_t a = publish_at(s, 249);  /* [-750, 250) */
     uint64_t b = publish_at(s, 250);  /* [250, 1250) */
     uint64_t d = publish_at(s, 1249);
@@ -301,9 +282,7 @@ Test(window, offset_shifts_every_boundary, .timeout = 30)
     assert_window(&c, 1, 250, 1000, false, (uint64_t[]){b, d}, 2);
     ASSERT_RC(evs_window_stop(w), 0);
     assert_window(&c, 2, 1250, 1000, true, (uint64_t[]){e}, 1);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 /* ------------------------------------------------------------------ */
@@ -311,13 +290,7 @@ Test(window, offset_shifts_every_boundary, .timeout = 30)
 
 Test(window, a_sliding_event_is_in_size_over_slide_windows, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000, .slide_ms = 250};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000, .slide_ms = 250);
     uint64_t x = publish_at(s, 400);  /* windows starting -500, -250, 0, 250 */
     uint64_t y = publish_at(s, 1100); /* windows starting 250, 500, 750, 1000 */
     uint64_t z = publish_at(s, 1250); /* exactly 250's end: 500 .. 1250 */
@@ -335,20 +308,12 @@ Test(window, a_sliding_event_is_in_size_over_slide_windows, .timeout = 30)
     assert_window(&c, 7, 1250, 1000, false, (uint64_t[]){z}, 1);
     ASSERT_RC(evs_window_stop(w), 0);
     cr_assert_eq(c.nw, 8);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 Test(window, sliding_windows_close_one_by_one_as_time_passes, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000, .slide_ms = 500};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000, .slide_ms = 500);
     uint64_t a = publish_at(s, 600); /* [0, 1000) and [500, 1500) */
     clock_at_ms(999);
     cr_assert_eq(seen_windows(&c), 0);
@@ -361,20 +326,12 @@ Test(window, sliding_windows_close_one_by_one_as_time_passes, .timeout = 30)
     assert_window(&c, 1, 500, 1000, false, (uint64_t[]){a}, 1);
     ASSERT_RC(evs_window_stop(w), 0);
     cr_assert_eq(c.nw, 2);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 Test(window, an_event_whose_first_windows_closed_joins_the_open_ones, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000, .slide_ms = 500};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000, .slide_ms = 500);
     uint64_t a = publish_at(s, 100); /* [-500, 500) and [0, 1000) */
     clock_at_ms(500);
     assert_window(&c, 0, -500, 1000, false, (uint64_t[]){a}, 1);
@@ -386,9 +343,7 @@ Test(window, an_event_whose_first_windows_closed_joins_the_open_ones, .timeout =
     cr_assert_eq(st.late, 0, "it reached a window: not late");
     cr_assert_eq(st.events, 2);
     ASSERT_RC(evs_window_stop(w), 0);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 /* ------------------------------------------------------------------ */
@@ -396,13 +351,7 @@ Test(window, an_event_whose_first_windows_closed_joins_the_open_ones, .timeout =
 
 Test(window, lateness_keeps_a_window_open_past_its_end, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000, .lateness_ms = 300};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000, .lateness_ms = 300);
     uint64_t a = publish_at(s, 100);
     clock_at_ms(1200);
     uint64_t b = publish_at(s, 900); /* 300 ms after its stamp's window ended */
@@ -416,20 +365,12 @@ Test(window, lateness_keeps_a_window_open_past_its_end, .timeout = 30)
     cr_assert_eq(st.late, 1);
     ASSERT_RC(evs_window_stop(w), 0);
     cr_assert_eq(c.nw, 1);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 Test(window, late_events_are_dropped_and_counted, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000);
     uint64_t a = publish_at(s, 100);
     clock_at_ms(1000);
     assert_window(&c, 0, 0, 1000, false, (uint64_t[]){a}, 1);
@@ -448,20 +389,12 @@ Test(window, late_events_are_dropped_and_counted, .timeout = 30)
     evs_stream_stats ss;
     ASSERT_RC(evs_stream_stats_get(s, &ss), 0);
     cr_assert_eq(ss.handler_errors, 0, "a dropped late event is not an error");
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 Test(window, lateness_does_not_depend_on_a_timer_having_run, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000);
     /* Idle: the timer is parked, so no fire runs while time passes. */
     clock_at_ms(5000);
     publish_at(s, 2500); /* [2000, 3000) closed at 3000, empty */
@@ -474,9 +407,7 @@ Test(window, lateness_does_not_depend_on_a_timer_having_run, .timeout = 30)
     ASSERT_RC(evs_window_stop(w), 0);
     cr_assert_eq(c.nw, 1);
     assert_window(&c, 0, 5000, 1000, true, (uint64_t[]){a}, 1);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 Test(window, late_events_go_to_the_late_hook_with_late_user, .timeout = 30)
@@ -515,13 +446,7 @@ Test(window, late_events_go_to_the_late_hook_with_late_user, .timeout = 30)
 
 Test(window, timestamps_out_of_range_are_handled_as_late, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000, .on_late = late_hook};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000, .on_late = late_hook);
     evs_event *ev = event_of(EVS_TYPE_MESSAGE, NULL, "t", EVS_CONTENT_BINARY, NULL, 0, NULL, 0,
                              0, INT64_MAX);
     ASSERT_RC(evs_stream_publish(s, ev), 0);
@@ -546,9 +471,7 @@ Test(window, timestamps_out_of_range_are_handled_as_late, .timeout = 30)
     cr_assert(c.w[0].partial);
     cr_assert_leq(c.w[0].start, EVS_WINDOW_MAX_TS);
     cr_assert_gt(c.w[0].end, EVS_WINDOW_MAX_TS);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 /* ------------------------------------------------------------------ */
@@ -556,13 +479,7 @@ Test(window, timestamps_out_of_range_are_handled_as_late, .timeout = 30)
 
 Test(window, stop_hands_over_closed_windows_then_partial_ones_in_order, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000);
     uint64_t a = publish_at(s, 2100);
     uint64_t b = publish_at(s, 100);
     uint64_t d = publish_at(s, 1100);
@@ -579,20 +496,12 @@ Test(window, stop_hands_over_closed_windows_then_partial_ones_in_order, .timeout
     publish_at(s, 2200);
     clock_at_ms(10000);
     cr_assert_eq(c.nw, 3);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 Test(window, stop_includes_events_accepted_before_it, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000, .slide_ms = 500};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000, .slide_ms = 500);
     /* Published, not flushed: stop flushes the stream first. */
     for (int i = 0; i < 100; i++) {
         evs_event *ev = event_of(EVS_TYPE_MESSAGE, NULL, "t", EVS_CONTENT_BINARY, NULL, 0,
@@ -607,20 +516,12 @@ Test(window, stop_includes_events_accepted_before_it, .timeout = 30)
     cr_assert_eq(c.w[0].n, 50);
     cr_assert_eq(c.w[1].n, 100);
     cr_assert_eq(c.w[2].n, 50);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 Test(window, stop_inside_fn_is_edeadlk_and_stop_accepts_null, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000);
     c.self = w;
     publish_at(s, 10);
     clock_at_ms(1000);
@@ -629,21 +530,13 @@ Test(window, stop_inside_fn_is_edeadlk_and_stop_accepts_null, .timeout = 30)
     c.self = NULL;
     ASSERT_RC(evs_window_stop(w), 0);
     ASSERT_RC(evs_window_stop(NULL), 0);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 Test(window, fn_errors_are_counted, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
+    WINDOW_SETUP(.size_ms = 1000);
     c.fn_rc = -1;
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
     publish_at(s, 10);
     publish_at(s, 1010);
     clock_at_ms(2000);
@@ -653,20 +546,12 @@ Test(window, fn_errors_are_counted, .timeout = 30)
     cr_assert_eq(st.errors, 2);
     cr_assert_eq(st.partial, 0);
     ASSERT_RC(evs_window_stop(w), 0);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 Test(window, max_held_bounds_memory_and_counts_what_it_refuses, .timeout = 30)
 {
-    fake_clock_on();
-    evs_stream *s = mk_stream(NULL);
-    seen c;
-    seen_init(&c);
-    evs_windower *w;
-    evs_window_opts o = {.size_ms = 1000, .max_held = 3};
-    ASSERT_RC(evs_window_subscribe(&w, s, NULL, collect, NULL, &c, &o), 0);
+    WINDOW_SETUP(.size_ms = 1000, .max_held = 3);
     uint64_t a = publish_at(s, 1), b = publish_at(s, 2), d = publish_at(s, 3);
     publish_at(s, 4); /* refused: three are held */
     evs_window_stats st;
@@ -681,9 +566,7 @@ Test(window, max_held_bounds_memory_and_counts_what_it_refuses, .timeout = 30)
     uint64_t e = publish_at(s, 1001);
     ASSERT_RC(evs_window_stop(w), 0);
     assert_window(&c, 1, 1000, 1000, true, (uint64_t[]){e}, 1);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 /* ------------------------------------------------------------------ */
@@ -713,9 +596,7 @@ Test(window, pattern_and_filter_are_honoured, .timeout = 30)
     clock_at_ms(1000);
     assert_window(&c, 0, 0, 1000, false, (uint64_t[]){a, b}, 2);
     ASSERT_RC(evs_window_stop(w), 0);
-    ASSERT_RC(evs_stream_destroy(s), 0);
-    fake_clock_off();
-    seen_fini(&c);
+    WINDOW_TEARDOWN();
 }
 
 /* fn for slot events: check the data survived the slot's reuse. */
