@@ -60,9 +60,10 @@ CLI_BIN    := $(BUILD)/evstream
 CLI_CFLAGS  = $(shell pkg-config --cflags libmicrohttpd libcurl)
 CLI_LIBS    = $(shell pkg-config --libs libmicrohttpd libcurl)
 # The hub, black-box, after the Criterion suite (not under TSan, whose
-# slowdown the scripts' time limits do not allow for).
+# slowdown the scripts' time limits do not allow for). test_hub_nats.sh
+# starts nats-server and skips without it.
 ifneq ($(TSAN_SHIM),1)
-HUB_TESTS := tests/test_serve.sh tests/test_tail.sh
+HUB_TESTS := tests/test_serve.sh tests/test_tail.sh tests/test_hub_nats.sh
 endif
 
 .PHONY: all lib test examples test-sse test-browser run asan tsan bench install uninstall clean help deps check-examples \

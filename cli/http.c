@@ -6,7 +6,7 @@
  *   GET  /              the page (page.h)
  *   GET  /events        an event stream (events.c)
  *   POST /publish       publish the body as one event
- *   GET  /health        200 "ok"
+ *   GET  /health        200 "ok" (with a NATS bridge: JSON, its state)
  *   GET  /metrics       Prometheus text (serve.c renders it)
  *   GET  /types         the event type names seen, a JSON array (the page
  *                       polls it)
@@ -69,7 +69,7 @@ struct evs_hub_http {
     bool any_origin;          /* "*" was listed */
     evs_hub_pub *pub;
     evs_hub_events *events;
-    evs_hub_metrics_fn metrics;
+    evs_hub_render_fn metrics, health;
     void *metrics_user;
     atomic_uint_fast64_t connections, requests, published, unauthorized, too_large;
     atomic_uint_fast64_t status[6];
@@ -343,8 +343,10 @@ static unsigned publish_error(int rc, const char **msg)
         *msg = "body does not parse as its Content-Type says";
         return MHD_HTTP_BAD_REQUEST;
     case EVS_ETIMEDOUT:
-    case EVS_EFULL:
         *msg = "busy: the stream is full";
+        return MHD_HTTP_SERVICE_UNAVAILABLE;
+    case EVS_EFULL: /* the hub's stream blocks; only the bridge says EFULL */
+        *msg = "busy: the queue to NATS is full";
         return MHD_HTTP_SERVICE_UNAVAILABLE;
     case EVS_ECLOSED:
         *msg = "shutting down";
@@ -371,6 +373,11 @@ static enum MHD_Result publish_end(evs_hub_http *h, struct MHD_Connection *mc, s
         return reply_error(h, mc, status, msg, true);
     }
     atomic_fetch_add(&h->published, 1);
+    if (id == 0) { /* durable mode: queued; JetStream's sequence will be its id */
+        static const char queued[] = "{\"id\":null,\"queued\":true}\n";
+        return reply(h, mc, MHD_HTTP_ACCEPTED, "application/json", queued, sizeof queued - 1,
+                     true);
+    }
     char ids[24];
     snprintf(ids, sizeof ids, "%llu", (unsigned long long)id);
     return reply_json(h, mc, MHD_HTTP_ACCEPTED, "id", ids, true);
@@ -413,6 +420,8 @@ static enum MHD_Result resource(evs_hub_http *h, struct MHD_Connection *mc, cons
     if (strcmp(url, "/") == 0)
         return reply(h, mc, MHD_HTTP_OK, "text/html; charset=utf-8", evs_hub_page,
                      sizeof evs_hub_page - 1, false);
+    if (strcmp(url, "/health") == 0 && h->health != NULL)
+        return reply_buf(h, mc, "application/json", h->health(h->metrics_user, h, &b), &b);
     if (strcmp(url, "/health") == 0)
         return reply(h, mc, MHD_HTTP_OK, "text/plain; charset=utf-8", "ok\n", 3, false);
     if (strcmp(url, "/metrics") == 0)
@@ -559,6 +568,7 @@ static int copy_opts(evs_hub_http *h, const evs_hub_http_opts *o)
     h->pub = o->pub;
     h->events = o->events;
     h->metrics = o->metrics;
+    h->health = o->health;
     h->metrics_user = o->metrics_user;
     return 0;
 }

@@ -10,6 +10,9 @@
  *              the event type names seen (for the page)
  *   feed.c     the --demo publisher and the --stdin reader
  *
+ * With --nats, serve.c also owns the library's NATS bridge; publish.c
+ * hands events to it in durable mode.
+ *
  * Threads: the HTTP server runs one polling thread (libmicrohttpd's);
  * the stream has its dispatcher and the library its heartbeat thread;
  * each feed has one thread; the main thread waits for a signal and
@@ -33,20 +36,26 @@
 
 typedef struct evs_hub_pub evs_hub_pub;
 
-/* Create the publisher for `s` (borrowed until destroy). Returns 0 or
- * EVS_ENOMEM. */
-int evs_hub_pub_create(evs_hub_pub **out, evs_stream *s);
+/* Create the publisher for `s`. With `bridge` (NULL = none; durable
+ * mode, a bridge with seq_ids) events go to the bridge instead, which
+ * stores them in JetStream and brings them back to `s` with their
+ * sequence as id. Both borrowed until destroy. Returns 0 or EVS_ENOMEM. */
+int evs_hub_pub_create(evs_hub_pub **out, evs_stream *s, evs_nats_bridge *bridge);
 void evs_hub_pub_destroy(evs_hub_pub *p);
 
 /*
  * Publish `len` bytes of data as one event with `topic` (a subject) and
- * `type` (NULL = "message"), read as `content`. *id gets the event's id.
+ * `type` (NULL = "message"), read as `content`. *id (may be NULL) gets
+ * the event's id, or 0 when it is not known yet: with a bridge the
+ * event is only queued for JetStream, whose sequence becomes its id.
  * Returns 0, EVS_EINVAL (bad subject or type name), EVS_EBADMSG (JSON
  * content that does not parse), EVS_ETOOBIG, EVS_ECLOSED,
- * EVS_ETIMEDOUT (the stream stayed full), EVS_ENOMEM.
+ * EVS_ETIMEDOUT (the stream stayed full), EVS_EFULL (the bridge's
+ * export queue is full), EVS_ENOMEM.
  * Ownership: copies everything.
  * Threads: any thread, concurrently.
- * Blocks: while the stream's queue is full, at most 100 ms.
+ * Blocks: while the stream's queue is full, at most 100 ms (never with
+ * a bridge).
  */
 int evs_hub_pub_send(evs_hub_pub *p, const char *topic, const char *type, const void *data,
                      size_t len, evs_content content, uint64_t *id);
@@ -123,9 +132,9 @@ void evs_hub_events_destroy(evs_hub_events *e);
 
 typedef struct evs_hub_http evs_hub_http;
 
-/* Renders /metrics: appends Prometheus text to `out` (`h` is the
- * server asking, for its own counters); 0 or EVS_ENOMEM. */
-typedef int (*evs_hub_metrics_fn)(void *user, struct evs_hub_http *h, evs_buf *out);
+/* Renders a resource (/metrics, /health): appends its text to `out`
+ * (`h` is the server asking, for its own counters); 0 or EVS_ENOMEM. */
+typedef int (*evs_hub_render_fn)(void *user, struct evs_hub_http *h, evs_buf *out);
 
 typedef struct evs_hub_http_opts {
     const char *bind;           /* a numeric IPv4 or IPv6 address */
@@ -138,8 +147,9 @@ typedef struct evs_hub_http_opts {
     size_t norigins;
     evs_hub_pub *pub;           /* borrowed */
     evs_hub_events *events;     /* borrowed */
-    evs_hub_metrics_fn metrics;
-    void *metrics_user;
+    evs_hub_render_fn metrics;  /* Prometheus text for /metrics */
+    evs_hub_render_fn health;   /* JSON for /health; NULL = "ok" as text */
+    void *metrics_user;         /* passed to both */
 } evs_hub_http_opts;
 
 /* Counters of the HTTP front (a snapshot). */

@@ -9,6 +9,11 @@
  * publisher inventing names must not grow the hub): past TYPES_MAX
  * names, new ones are published but not listed.
  *
+ * In durable mode (--nats-durable) events go to the NATS bridge instead
+ * of the stream: JetStream stores them and the bridge brings them back
+ * to the stream numbered by their sequence, so their id is not known
+ * when the publish returns.
+ *
  * Threads: evs_hub_pub_send from any thread at once. `lock` guards the
  * type set only and is a leaf; the counters are atomics.
  */
@@ -25,19 +30,21 @@
 
 struct evs_hub_pub {
     evs_stream *stream;    /* borrowed */
+    evs_nats_bridge *bridge; /* borrowed; NULL = publish to `stream` */
     atomic_uint_fast64_t ok, failed;
     pthread_mutex_t lock;  /* guards types and ntypes */
     char *types[TYPES_MAX];
     size_t ntypes;
 };
 
-int evs_hub_pub_create(evs_hub_pub **out, evs_stream *s)
+int evs_hub_pub_create(evs_hub_pub **out, evs_stream *s, evs_nats_bridge *bridge)
 {
     evs_hub_pub *p = calloc(1, sizeof(*p));
     *out = NULL;
     if (p == NULL)
         return EVS_ENOMEM;
     p->stream = s;
+    p->bridge = bridge;
     pthread_mutex_init(&p->lock, NULL);
     *out = p;
     return 0;
@@ -92,8 +99,14 @@ int evs_hub_pub_send(evs_hub_pub *p, const char *topic, const char *type, const 
 {
     evs_event *ev;
     int rc = build(&ev, topic, type, data, len, content);
-    if (rc == 0)
+    if (rc == 0 && p->bridge != NULL) {
+        rc = evs_nats_bridge_publish(p->bridge, ev); /* takes its own reference */
+        evs_event_unref(ev);
+        if (id != NULL)
+            *id = 0;
+    } else if (rc == 0) {
         rc = evs_stream_publish_move(p->stream, ev, id); /* takes our reference */
+    }
     if (rc != 0) {
         atomic_fetch_add(&p->failed, 1);
         return rc;

@@ -15,7 +15,18 @@
  * read are cut after a second), then everything is freed. The whole
  * stop takes well under two seconds.
  *
- * This file also renders /metrics (render_metrics), on the HTTP thread.
+ * With --nats the hub's stream is also bridged to NATS (the library's
+ * evs_nats_bridge; SPEC.md, "NATS bridge" and "The hub"), so that hubs on
+ * several machines share topics. Core mode exports and imports the
+ * subjects and keeps ids per hub; durable mode (--nats-durable) makes
+ * the stream a mirror of a JetStream stream whose sequence numbers are
+ * the event ids on every hub, and sends every publish through JetStream.
+ * The bridge is created after the stream and synchronised before the
+ * hub listens; on stop it is flushed and destroyed after the SSE layer
+ * and before the stream.
+ *
+ * This file also renders /metrics (render_metrics) and, with a bridge,
+ * /health (render_health), on the HTTP thread.
  */
 #include "cli.h"
 #include "hub.h"
@@ -42,6 +53,23 @@
  * server allows beyond it (256) and the hub's own (listener, epoll,
  * eventfds, stdin...). */
 #define FD_RESERVE 320
+/* --nats-export and --nats-import patterns, each, at most. */
+#define MAX_NATS_PATTERNS 32
+/* Durable mode: the longest a starting hub waits for the JetStream
+ * replay (evs_nats_bridge_sync) before it gives up (exit 1). Serving
+ * before it would hand out ids that resuming clients already saw. */
+#define NATS_SYNC_MS 30000
+/* Core mode: the longest a starting hub waits for NATS (so that it
+ * listens with its subscriptions in place); then it serves anyway and
+ * keeps connecting in the background: local streams do not need NATS. */
+#define NATS_CONNECT_MS 5000
+/* The start-up wait is taken in slices this long, looking for a stop
+ * signal between them, so that SIGINT/SIGTERM end it promptly. */
+#define NATS_SLICE_MS 100
+/* A stopping hub forwards what its bridge still holds for NATS for at
+ * most this long after the signal (the streams' end included), so that
+ * it exits within 2 s even with NATS unreachable. */
+#define STOP_NATS_BY_MS 1400
 
 /* The command line. */
 struct serve_opts {
@@ -52,18 +80,28 @@ struct serve_opts {
     size_t norigins;
     bool stdin_feed, demo;
     const char *topic;
+    const char *nats_url;    /* NULL = no bridge */
+    const char *nats_exports[MAX_NATS_PATTERNS];
+    size_t nnats_exports;
+    const char *nats_imports[MAX_NATS_PATTERNS];
+    size_t nnats_imports;
+    const char *nats_durable; /* NULL = core mode */
+    const char *nats_prefix;
+    bool nats_prefix_set;     /* --nats-prefix given (it needs --nats) */
 };
 
 /* Everything the hub is made of, owned by the main thread. */
 struct hub {
     struct serve_opts o;
     evs_stream *stream;
+    evs_nats_bridge *bridge; /* --nats; NULL without */
     evs_sse *sse;
     evs_hub_pub *pub;
     evs_hub_events *events;
     evs_hub_http *http;
     evs_hub_feed *demo, *lines;
     int64_t started_ns; /* CLOCK_MONOTONIC at start */
+    int64_t stop_ns;    /* CLOCK_MONOTONIC when stopping began */
 };
 
 static const char usage_text[] =
@@ -95,6 +133,24 @@ static const char usage_text[] =
     "  --topic SUBJECT        the subject for plain stdin lines (default stdin)\n"
     "  --demo                 publish sample events on demo.* subjects\n"
     "  --help                 this text\n"
+    "\n"
+    "Several hubs (NATS; see README, \"Several hubs behind a load balancer\"):\n"
+    "  --nats URL             share topics with other hubs through NATS (a comma-\n"
+    "                         separated list names servers of one cluster). Core\n"
+    "                         mode: events published to any hub reach the clients\n"
+    "                         of every hub, at most once; ids are per hub, so a\n"
+    "                         client resumes only on the hub it came from\n"
+    "  --nats-export PATTERN  core mode: local subjects sent to NATS; repeatable\n"
+    "                         (default '>')\n"
+    "  --nats-import PATTERN  subjects taken from NATS; repeatable (default '>');\n"
+    "                         durable mode takes one\n"
+    "  --nats-prefix P        NATS subjects are P.<subject> (default evs; '' = none)\n"
+    "  --nats-durable NAME    durable mode: every publish goes through the JetStream\n"
+    "                         stream NAME (created if missing; nats-server -js),\n"
+    "                         whose sequence numbers are the event ids on every\n"
+    "                         hub: a client may resume on any hub, and a hub\n"
+    "                         replays the stream before it listens. /publish then\n"
+    "                         answers 202 {\"id\":null,\"queued\":true}\n"
     "\n"
     "Prints 'listening on http://ADDR:PORT' when ready; SIGINT or SIGTERM stops it.\n";
 
@@ -166,6 +222,80 @@ static int string_opt(int argc, char **argv, int *i, struct serve_opts *o, int *
     return 0;
 }
 
+/* The --nats options; returns as number_opt. */
+static int nats_opt(int argc, char **argv, int *i, struct serve_opts *o, int *rc)
+{
+    const char *names[] = {"--nats", "--nats-export", "--nats-import", "--nats-durable",
+                           "--nats-prefix"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        const char *v;
+        int m = evs_cli_opt(argc, argv, i, names[k], &v);
+        if (m == 0)
+            continue;
+        if (m < 0) {
+            *rc = evs_cli_usage_error("serve", "%s needs a value", names[k]);
+        } else if (k == 0) {
+            o->nats_url = v;
+        } else if (k == 1 || k == 2) {
+            const char **list = k == 1 ? o->nats_exports : o->nats_imports;
+            size_t *n = k == 1 ? &o->nnats_exports : &o->nnats_imports;
+            if (*n == MAX_NATS_PATTERNS)
+                *rc = evs_cli_usage_error("serve", "at most %d %s", MAX_NATS_PATTERNS, names[k]);
+            else
+                list[(*n)++] = v;
+        } else if (k == 3) {
+            o->nats_durable = v;
+        } else {
+            o->nats_prefix = v;
+            o->nats_prefix_set = true;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* Is the first token of `pattern` a wildcard? */
+static bool wild_first(const char *pattern)
+{
+    return (pattern[0] == '>' || pattern[0] == '*') && (pattern[1] == '\0' || pattern[1] == '.');
+}
+
+/* The --nats options together. The bridge checks the rest (patterns,
+ * the prefix, the name, the URL) when it is created. Returns -1 to go
+ * on, or the exit status. */
+static int check_nats(const struct serve_opts *o)
+{
+    if (o->nats_url == NULL) {
+        const char *orphan = o->nnats_exports > 0   ? "--nats-export"
+                             : o->nnats_imports > 0 ? "--nats-import"
+                             : o->nats_durable      ? "--nats-durable"
+                             : o->nats_prefix_set   ? "--nats-prefix"
+                                                    : NULL;
+        if (orphan != NULL)
+            return evs_cli_usage_error("serve", "%s needs --nats URL", orphan);
+        return -1;
+    }
+    if (!evs_nats_supported())
+        return evs_cli_usage_error("serve", "--nats: %s (this build has no libnats)",
+                                   evs_strerror(EVS_ENOTSUP));
+    if (o->nats_url[0] == '\0')
+        return evs_cli_usage_error("serve", "--nats needs a URL (nats://HOST:PORT)");
+    if (o->nats_durable == NULL)
+        return -1;
+    if (o->nnats_exports > 0)
+        return evs_cli_usage_error("serve", "--nats-export does not go with --nats-durable: "
+                                   "in durable mode every publish goes through JetStream");
+    if (o->nnats_imports > 1)
+        return evs_cli_usage_error("serve", "--nats-durable takes one --nats-import (a "
+                                   "JetStream consumer has one filter subject): use a wildcard");
+    const char *imp = o->nnats_imports > 0 ? o->nats_imports[0] : ">";
+    if (o->nats_prefix[0] == '\0' && wild_first(imp))
+        return evs_cli_usage_error("serve", "--nats-durable with the import pattern '%s' needs "
+                                   "a --nats-prefix (a JetStream stream cannot take every "
+                                   "subject)", imp);
+    return -1;
+}
+
 /* Parse argv into `o`. Returns -1 to go on, or the exit status. */
 static int parse_args(int argc, char **argv, struct serve_opts *o)
 {
@@ -178,10 +308,12 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
         .client_buffer = 256 * 1024,
         .token = getenv("EVSTREAM_PUBLISH_TOKEN"),
         .topic = "stdin",
+        .nats_prefix = "evs",
     };
     for (int i = 1; i < argc; i++) {
         int rc = -1;
-        if (number_opt(argc, argv, &i, o, &rc) || string_opt(argc, argv, &i, o, &rc)) {
+        if (number_opt(argc, argv, &i, o, &rc) || string_opt(argc, argv, &i, o, &rc) ||
+            nats_opt(argc, argv, &i, o, &rc)) {
             if (rc >= 0)
                 return rc;
         } else if (strcmp(argv[i], "--stdin") == 0) {
@@ -198,7 +330,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o)
     if (!evs_hub_http_valid_bind(o->bind))
         return evs_cli_usage_error("serve", "--bind wants a numeric IPv4 or IPv6 address, not '%s'",
                                    o->bind);
-    return -1;
+    return check_nats(o);
 }
 
 /* ------------------------------------------------------------------ */
@@ -218,12 +350,71 @@ struct metric {
     double value;
 };
 
+/* Append a table of samples: a family's HELP and TYPE go before its
+ * first sample, and a family's samples are adjacent in the table, as
+ * the format requires. */
+static int emit_table(evs_buf *out, const struct metric *m, size_t n)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (i == 0 || strcmp(m[i].name, m[i - 1].name) != 0)
+            rc = evs_cli_bprintf(out, "# HELP %s %s\n# TYPE %s %s\n", m[i].name, m[i].help,
+                                 m[i].name, m[i].type);
+        if (rc == 0)
+            rc = evs_cli_bprintf(out, "%s%s %.17g\n", m[i].name, m[i].labels, m[i].value);
+    }
+    return rc;
+}
+
+#define C(n, l, h, v) {"evstream_" n, l, "counter", h, (double)(v)}
+#define G(n, l, h, v) {"evstream_" n, l, "gauge", h, (double)(v)}
+
+/* The bridge's counters (evs_nats_bridge_stats_get), evstream_nats_*. */
+static int render_nats(evs_nats_bridge *b, evs_buf *out)
+{
+    evs_nats_stats ns;
+    if (evs_nats_bridge_stats_get(b, &ns) != 0)
+        return EVS_EINVAL;
+    const struct metric m[] = {
+        G("nats_connected", "", "1 while the NATS bridge is connected.", ns.connected),
+        G("nats_ready", "", "1 once the bridge is set up (durable: JetStream stream and consumer).",
+          ns.ready),
+        C("nats_exported_total", "", "Events NATS accepted (durable: stored by JetStream).",
+          ns.exported),
+        C("nats_export_buffered_total", "", "Exports kept while reconnecting (core mode).",
+          ns.export_buffered),
+        C("nats_export_failed_total", "",
+          "Exports NATS refused (core: lost; durable: attempts, retried).", ns.export_failed),
+        C("nats_export_dropped_total", "", "Exports lost to the full export queue.",
+          ns.export_dropped),
+        G("nats_export_queued", "", "Events waiting for export.", ns.export_queued),
+        C("nats_imported_total", "", "NATS messages published to the hub's stream.", ns.imported),
+        C("nats_import_failed_total", "", "NATS messages that did not decode or were refused.",
+          ns.import_failed),
+        C("nats_import_dropped_total", "", "NATS messages dropped because imports fell behind.",
+          ns.import_dropped),
+        C("nats_dropped_loops_total", "", "NATS messages dropped for carrying our origin.",
+          ns.dropped_loops),
+        C("nats_duplicates_total", "", "Redelivered JetStream messages skipped.", ns.duplicates),
+        C("nats_id_gaps_total", "", "Heartbeats that filled JetStream sequence gaps.", ns.id_gaps),
+        C("nats_id_mismatches_total", "", "Imports whose id is not their JetStream sequence.",
+          ns.id_mismatches),
+        G("nats_last_seq", "", "The last JetStream sequence imported or skipped.", ns.last_seq),
+        C("nats_disconnects_total", "", "NATS connections lost.", ns.disconnects),
+        C("nats_reconnects_total", "", "NATS connections re-established.", ns.reconnects),
+    };
+    return emit_table(out, m, sizeof m / sizeof m[0]);
+}
+
 /*
  * /metrics: the library's counters (evs_stream_stats_get,
  * evs_sse_stats_get) and the hub's own (streams, HTTP answers,
- * publishes) as Prometheus text, format 0.0.4. One table, one pass: a
- * family's HELP and TYPE go before its first sample, and a family's
- * samples are adjacent in the table, as the format requires.
+ * publishes) as Prometheus text, format 0.0.4, from one table; then the
+ * NATS bridge's (evstream_nats_*, with --nats); then the library's own
+ * exposition of the stream (evs_stream_prometheus: the evs_stream_* and
+ * evs_sub_* families, handler-time quantiles included). The hub's
+ * families are all named evstream_*, the library's evs_*, so no family
+ * is written twice.
  * Threads: the HTTP thread (so it reads the server's counters from
  * `http`, not from hub->http, which the main thread writes once the
  * server already runs); every source is safe to read from any thread.
@@ -241,8 +432,6 @@ static int render_metrics(void *user, evs_hub_http *http, evs_buf *out)
     evs_hub_events_stats_get(hub->events, &ev);
     evs_hub_http_stats_get(http, &hs);
     evs_hub_pub_counts(hub->pub, &pub_ok, &pub_failed);
-#define C(n, l, h, v) {"evstream_" n, l, "counter", h, (double)(v)}
-#define G(n, l, h, v) {"evstream_" n, l, "gauge", h, (double)(v)}
     const struct metric m[] = {
         C("stream_published_total", "", "Events the hub's stream accepted.", st.published),
         C("stream_delivered_total", "", "Deliveries to subscriptions (one per client pattern).",
@@ -277,24 +466,46 @@ static int render_metrics(void *user, evs_hub_http *http, evs_buf *out)
         C("hub_responses_total", "{code=\"3xx\"}", "", hs.status[3]),
         C("hub_responses_total", "{code=\"4xx\"}", "", hs.status[4]),
         C("hub_responses_total", "{code=\"5xx\"}", "", hs.status[5]),
-        C("hub_published_total", "", "Events published (HTTP, stdin, demo).", pub_ok),
+        C("hub_published_total", "", "Events published (HTTP, stdin, demo; durable mode: "
+          "queued for JetStream).", pub_ok),
         C("hub_publish_failed_total", "", "Publishes refused by the stream.", pub_failed),
         C("hub_publish_unauthorized_total", "", "Publishes answered 401.", hs.unauthorized),
         C("hub_publish_too_large_total", "", "Publishes answered 413.", hs.too_large),
         G("hub_uptime_seconds", "", "Seconds since the hub started.",
           (double)(now_ns() - hub->started_ns) / 1e9),
     };
+    int rc = emit_table(out, m, sizeof m / sizeof m[0]);
+    if (rc == 0 && hub->bridge != NULL)
+        rc = render_nats(hub->bridge, out);
+    if (rc == 0)
+        rc = evs_stream_prometheus(hub->stream, "hub", out);
+    return rc;
+}
+
 #undef C
 #undef G
-    int rc = 0;
-    for (size_t i = 0; i < sizeof m / sizeof m[0] && rc == 0; i++) {
-        if (i == 0 || strcmp(m[i].name, m[i - 1].name) != 0)
-            rc = evs_cli_bprintf(out, "# HELP %s %s\n# TYPE %s %s\n", m[i].name, m[i].help,
-                                 m[i].name, m[i].type);
-        if (rc == 0)
-            rc = evs_cli_bprintf(out, "%s%s %.17g\n", m[i].name, m[i].labels, m[i].value);
-    }
-    return rc;
+
+/*
+ * /health with a bridge: JSON, {"status":"ok"|"degraded","nats":{...}}:
+ * "degraded" while the bridge is not connected or not ready. Still 200:
+ * the hub serves its clients from its own stream meanwhile (durable
+ * mode: publishes wait in the export queue). Threads: the HTTP thread.
+ */
+static int render_health(void *user, evs_hub_http *http, evs_buf *out)
+{
+    struct hub *hub = user;
+    evs_nats_stats ns;
+    (void)http;
+    if (evs_nats_bridge_stats_get(hub->bridge, &ns) != 0)
+        return EVS_EINVAL;
+    return evs_cli_bprintf(
+        out,
+        "{\"status\":\"%s\",\"nats\":{\"mode\":\"%s\",\"connected\":%s,\"ready\":%s,"
+        "\"exported\":%" PRIu64 ",\"imported\":%" PRIu64 ",\"export_dropped\":%" PRIu64
+        ",\"import_dropped\":%" PRIu64 ",\"reconnects\":%" PRIu64 "}}\n",
+        ns.connected && ns.ready ? "ok" : "degraded", hub->o.nats_durable ? "durable" : "core",
+        ns.connected ? "true" : "false", ns.ready ? "true" : "false", ns.exported, ns.imported,
+        ns.export_dropped, ns.import_dropped, ns.reconnects);
 }
 
 /* ------------------------------------------------------------------ */
@@ -322,27 +533,124 @@ static void fit_descriptors(struct serve_opts *o)
     }
 }
 
+/*
+ * Create the bridge for --nats. Core mode exports and imports the
+ * patterns (default '>'); durable mode imports one pattern through
+ * JetStream with seq_ids and exports nothing: the hub publishes with
+ * evs_nats_bridge_publish (publish.c). Returns -1 to go on or the exit
+ * status: 2 when the bridge refuses the options (they all come from the
+ * command line), 1 otherwise.
+ */
+static int start_nats(struct hub *hub)
+{
+    const struct serve_opts *o = &hub->o;
+    static const char *const all[] = {">"};
+    evs_nats_opts no = {
+        .url = o->nats_url,
+        .prefix = o->nats_prefix,
+        .imports = o->nnats_imports > 0 ? o->nats_imports : all,
+        .nimports = o->nnats_imports > 0 ? o->nnats_imports : 1,
+    };
+    if (o->nats_durable == NULL) {
+        no.exports = o->nnats_exports > 0 ? o->nats_exports : all;
+        no.nexports = o->nnats_exports > 0 ? o->nnats_exports : 1;
+    } else {
+        no.durable = o->nats_durable;
+        no.seq_ids = true;
+    }
+    int rc = evs_nats_bridge_create(&hub->bridge, hub->stream, &no);
+    if (rc == EVS_EINVAL)
+        return evs_cli_usage_error("serve", "the NATS bridge refused its options (%s): check "
+                                   "--nats URL, the patterns, --nats-prefix and "
+                                   "--nats-durable NAME ([A-Za-z0-9_-], at most %u bytes)",
+                                   evs_strerror(rc), EVS_NATS_MAX_NAME);
+    if (rc != 0) {
+        fprintf(stderr, "evstream serve: NATS bridge: %s\n", evs_strerror(rc));
+        return 1;
+    }
+    return -1;
+}
+
+/* Create the stream (and its bridge), the SSE layer, the publisher and
+ * the event streams. Returns -1 to go on, or the exit status. */
 static int start_core(struct hub *hub)
 {
     const struct serve_opts *o = &hub->o;
+    bool durable = o->nats_url != NULL && o->nats_durable != NULL;
     evs_stream_opts so = {
         .topics = true,
         .history = o->history == 0 ? EVS_HISTORY_NONE : (size_t)o->history,
         .overflow = EVS_OVERFLOW_BLOCK,
-        .block_timeout_ms = PUBLISH_BLOCK_MS,
+        /* Durable mode: the bridge is the stream's only publisher, and a
+         * refused import would be a hole in the mirror, so it waits for
+         * room (NATS then waits for the stream: flow control). */
+        .block_timeout_ms = durable ? 0 : PUBLISH_BLOCK_MS,
+        /* No stream heartbeats (the SSE layer's comments keep clients
+         * alive); a mirror with seq_ids requires it. */
+        .heartbeat_ms = 0,
+        /* Handler times for /metrics (evs_stream_handler_seconds): one
+         * histogram for the stream, nothing per client. */
+        .metrics = EVS_METRICS_STREAM,
     };
     evs_sse_stream_opts sseo = {
         .heartbeat_ms = o->heartbeat_ms == 0 ? EVS_SSE_NO_HEARTBEAT : (int)o->heartbeat_ms,
         .retry_ms = (int)o->retry_ms,
     };
     evs_hub_events_opts eo = {.max_clients = o->max_clients, .client_buffer = o->client_buffer};
-    int rc;
-    if ((rc = evs_stream_create(&hub->stream, &so)) != 0 ||
-        (rc = evs_sse_create(&hub->sse, hub->stream, &sseo)) != 0 ||
-        (rc = evs_hub_pub_create(&hub->pub, hub->stream)) != 0 ||
-        (rc = evs_hub_events_create(&hub->events, hub->sse, &eo)) != 0)
+    int rc, status;
+    if ((rc = evs_stream_create(&hub->stream, &so)) != 0) {
         fprintf(stderr, "evstream serve: %s\n", evs_strerror(rc));
-    return rc;
+        return 1;
+    }
+    if (o->nats_url != NULL && (status = start_nats(hub)) >= 0)
+        return status;
+    if ((rc = evs_sse_create(&hub->sse, hub->stream, &sseo)) != 0 ||
+        (rc = evs_hub_pub_create(&hub->pub, hub->stream, durable ? hub->bridge : NULL)) != 0 ||
+        (rc = evs_hub_events_create(&hub->events, hub->sse, &eo)) != 0) {
+        fprintf(stderr, "evstream serve: %s\n", evs_strerror(rc));
+        return 1;
+    }
+    return -1;
+}
+
+/*
+ * Wait for the bridge before listening. Durable mode: until the stream
+ * holds what JetStream holds (the start-up replay), at most NATS_SYNC_MS,
+ * else give up (exit 1). Core mode: until connected with the imports
+ * subscribed, at most NATS_CONNECT_MS, then serve anyway. A stop signal
+ * meanwhile ends the wait (exit 0). Returns -1 to go on, or the exit
+ * status.
+ */
+static int sync_nats(struct hub *hub, const sigset_t *stop_signals)
+{
+    if (hub->bridge == NULL)
+        return -1;
+    bool durable = hub->o.nats_durable != NULL;
+    int64_t end = now_ns() + (int64_t)(durable ? NATS_SYNC_MS : NATS_CONNECT_MS) * 1000000;
+    const struct timespec poll_now = {0, 0};
+    for (;;) {
+        int rc = evs_nats_bridge_sync(hub->bridge, NATS_SLICE_MS);
+        if (rc == 0)
+            return -1;
+        if (rc != EVS_ETIMEDOUT) {
+            fprintf(stderr, "evstream serve: NATS: %s\n", evs_strerror(rc));
+            return 1;
+        }
+        if (sigtimedwait(stop_signals, NULL, &poll_now) >= 0)
+            return 0;
+        if (now_ns() >= end)
+            break;
+    }
+    if (durable) {
+        fprintf(stderr,
+                "evstream serve: NATS: the JetStream replay of '%s' from %s did not finish "
+                "within %d s (is nats-server running there, with -js?)\n",
+                hub->o.nats_durable, hub->o.nats_url, NATS_SYNC_MS / 1000);
+        return 1;
+    }
+    fprintf(stderr, "evstream serve: NATS at %s not reachable yet; serving, and connecting "
+                    "in the background\n", hub->o.nats_url);
+    return -1;
 }
 
 static int start_http(struct hub *hub)
@@ -358,6 +666,7 @@ static int start_http(struct hub *hub)
         .pub = hub->pub,
         .events = hub->events,
         .metrics = render_metrics,
+        .health = hub->bridge != NULL ? render_health : NULL,
         .metrics_user = hub,
     };
     char url[128];
@@ -381,11 +690,32 @@ static int start_feeds(struct hub *hub)
     return rc;
 }
 
+/* Forward what the bridge still holds (durable mode: publishes answered
+ * 202 and not yet stored by JetStream) for as long as the 2-s exit
+ * allows, then destroy it. Said on stderr when some were lost. */
+static void stop_nats(struct hub *hub)
+{
+    if (hub->bridge == NULL)
+        return;
+    int64_t left_ms = STOP_NATS_BY_MS - (now_ns() - hub->stop_ns) / 1000000;
+    if (left_ms < 0)
+        left_ms = 0;
+    int rc = evs_nats_bridge_flush(hub->bridge, (int)left_ms);
+    evs_nats_stats ns;
+    if (rc != 0 && evs_nats_bridge_stats_get(hub->bridge, &ns) == 0 && ns.export_queued > 0)
+        fprintf(stderr,
+                "evstream serve: stopping: NATS: %s; %" PRIu64 " events not yet sent are lost\n",
+                evs_strerror(rc), ns.export_queued);
+    evs_nats_bridge_destroy(hub->bridge);
+    hub->bridge = NULL;
+}
+
 /* Stop in order: intake first (connections, feeds), then the streams
- * (each gets its final frame and ends), then free. Every step accepts
- * what a failed start left. */
+ * (each gets its final frame and ends), then the bridge (flushed), then
+ * free. Every step accepts what a failed start left. */
 static void stop(struct hub *hub)
 {
+    hub->stop_ns = now_ns();
     evs_hub_http_quiesce(hub->http);
     evs_hub_feed_stop(hub->demo);
     evs_hub_feed_stop(hub->lines);
@@ -401,6 +731,8 @@ static void stop(struct hub *hub)
     evs_hub_http_stop(hub->http);
     evs_hub_events_destroy(hub->events);
     int rc = evs_sse_destroy(hub->sse);
+    /* The bridge borrows the stream (imports publish to it): first. */
+    stop_nats(hub);
     if (rc == 0)
         rc = evs_stream_destroy(hub->stream);
     if (rc != 0)
@@ -428,12 +760,17 @@ int evs_cli_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     fit_descriptors(&hub.o);
 
-    status = 1;
-    if (start_core(&hub) == 0 && start_http(&hub) == 0 && start_feeds(&hub) == 0) {
-        int sig;
-        while (sigwait(&stop_signals, &sig) != 0)
-            ;
-        status = 0;
+    status = start_core(&hub);
+    if (status < 0)
+        status = sync_nats(&hub, &stop_signals);
+    if (status < 0) {
+        status = 1;
+        if (start_http(&hub) == 0 && start_feeds(&hub) == 0) {
+            int sig;
+            while (sigwait(&stop_signals, &sig) != 0)
+                ;
+            status = 0;
+        }
     }
     stop(&hub);
     return status;

@@ -409,6 +409,10 @@ typedef enum evs_wait {
 #define EVS_FOREVER (-1)
 /* Pass as opts.history to keep no history. */
 #define EVS_HISTORY_NONE ((size_t)-1)
+/* opts.metrics levels. */
+#define EVS_METRICS_STREAM 1 /* handler time per stream */
+#define EVS_METRICS_SUBS   2 /* ... and per subscription */
+
 /* Most slots a stream's ring may have. */
 #define EVS_MAX_CAPACITY ((size_t)1 << 24)
 
@@ -482,13 +486,15 @@ typedef struct evs_stream_opts {
                                       fills (e.g. 80); stats.queued and
                                       queue_hwm show the depth. Dispatcher
                                       delivery only */
-    bool         metrics;          /* false = no handler timing; true = time
-                                      every handler call (two clock reads,
-                                      ~50 ns) into a histogram per stream and
-                                      per subscription (stats .handler), and
-                                      keep a throughput window per
-                                      subscription; each subscription then
-                                      costs 2.3 KiB more */
+    int          metrics;          /* 0 = no handler timing;
+                                      EVS_METRICS_STREAM (or true) = time every
+                                      handler call (two clock reads, ~50 ns)
+                                      into the stream's histogram (stats
+                                      .handler), 2.2 KiB per stream;
+                                      EVS_METRICS_SUBS = also a histogram and a
+                                      throughput window per subscription
+                                      (evs_sub_stats .handler and
+                                      .delivered_per_s), 2.3 KiB more for each */
     int          metrics_interval_ms; /* the "last interval" of the
                                       *_per_s rates in stats; 0 = 1000 */
 } evs_stream_opts;
@@ -812,7 +818,8 @@ int evs_broadcast(evs_stream *const *streams, size_t n, const evs_event *ev, int
 
 /*
  * Handler time, from a histogram of every handler call of a stream or
- * subscription created with opts.metrics (all zero otherwise).
+ * subscription created with opts.metrics (EVS_METRICS_SUBS for a
+ * subscription's; all zero otherwise).
  * Quantiles are within 6.25% of the true value (log-linear buckets, 8
  * per power of two); count, sum and max are exact.
  */
@@ -871,9 +878,10 @@ typedef struct evs_sub_stats {
                                 one it may have missed */
     uint64_t queue_hwm;      /* deepest queue seen when it was served */
     double   delivered_per_s; /* handler calls per second over the last
-                                 interval, as the stream's (opts.metrics;
+                                 interval, as the stream's (opts.metrics =
+                                 EVS_METRICS_SUBS;
                                  0 otherwise) */
-    evs_latency handler;     /* handler time (opts.metrics) */
+    evs_latency handler;     /* handler time (EVS_METRICS_SUBS) */
 } evs_sub_stats;
 
 /*
@@ -895,7 +903,9 @@ int evs_sub_stats_get(const evs_sub *sub, evs_sub_stats *out);
  * _count) and _max; evs_sub_{delivered,filtered,handler_errors,
  * dropped}_total, evs_sub_queue_depth_max, evs_sub_delivered_per_second,
  * evs_sub_handler_seconds and _max. Every family is written with its
- * HELP and TYPE lines once, its series grouped, as the format requires.
+ * HELP and TYPE lines once, its series grouped, as the format requires;
+ * the families of a kind (stream or subscription) no item has are left
+ * out.
  */
 typedef struct evs_metrics_item {
     const char             *stream;       /* label value; NULL = "" */

@@ -336,17 +336,29 @@ int evs_metrics_prometheus(const evs_metrics_item *items, size_t n, evs_buf *b)
         if (!is_kind(it, KIND_STREAM) && !is_kind(it, KIND_SUB))
             return EVS_EINVAL;
     }
+    /* Families of a kind no item has are left out (a page of one
+     * stream has no evs_sub_* lines). */
+    bool streams = false, subs = false;
+    for (size_t i = 0; i < n; i++) {
+        streams |= is_kind(&items[i], KIND_STREAM);
+        subs |= is_kind(&items[i], KIND_SUB);
+    }
     size_t start = b->len;
     out o = {b, 0};
     size_t nf = sizeof(families) / sizeof(families[0]);
-    for (size_t f = 0; f < nf && families[f].kind == KIND_STREAM; f++)
-        emit_family(&o, &families[f], items, n);
-    emit_drops(&o, items, n);
-    emit_latency(&o, KIND_STREAM, items, n);
-    for (size_t f = 0; f < nf; f++)
-        if (families[f].kind == KIND_SUB)
-            emit_family(&o, &families[f], items, n);
-    emit_latency(&o, KIND_SUB, items, n);
+    if (streams) {
+        for (size_t f = 0; f < nf; f++)
+            if (families[f].kind == KIND_STREAM)
+                emit_family(&o, &families[f], items, n);
+        emit_drops(&o, items, n);
+        emit_latency(&o, KIND_STREAM, items, n);
+    }
+    if (subs) {
+        for (size_t f = 0; f < nf; f++)
+            if (families[f].kind == KIND_SUB)
+                emit_family(&o, &families[f], items, n);
+        emit_latency(&o, KIND_SUB, items, n);
+    }
     if (o.rc != 0 && b->data != NULL) { /* leave the buffer as it was */
         b->len = start;
         b->data[start] = '\0';

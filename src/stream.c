@@ -342,14 +342,12 @@ static void deliver_run(evs_stream *s, evs_sub *sub, const evs_event *const *evs
             continue;
         }
         int rc;
-        if (evs_unlikely(sub->metrics != NULL && sub->pool == NULL)) {
+        if (evs_unlikely(s->htime != NULL && sub->pool == NULL)) {
             /* (A pooled subscription's workers time the real calls:
              * here the handler only queues.) */
             int64_t t0 = evs__now_mono_ns();
             rc = sub->handler(ev, sub->user);
-            uint64_t dt = (uint64_t)(evs__now_mono_ns() - t0);
-            evs__hist_add(&sub->metrics->htime, dt);
-            evs__hist_add(s->htime, dt);
+            evs__sub_record_time(sub, (uint64_t)(evs__now_mono_ns() - t0));
         } else {
             rc = sub->handler(ev, sub->user);
         }
@@ -1021,7 +1019,7 @@ int evs_subscribe(evs_sub **out, evs_stream *s, const char *pattern,
         evs__free(sub);
         return EVS_ENOMEM;
     }
-    if (s->htime != NULL) {
+    if (s->opts.metrics >= EVS_METRICS_SUBS) {
         if ((sub->metrics = evs__calloc(1, sizeof(*sub->metrics))) == NULL) {
             free_sub(sub);
             return EVS_ENOMEM;
@@ -1135,12 +1133,13 @@ void evs__sub_handler_error(evs_sub *sub, const evs_event *ev, int rc)
 
 void evs__stream_pool_done(evs_stream *s) { ck_pr_dec_uint(&s->pools_live); }
 
-bool evs__sub_timed(const evs_sub *sub) { return sub->metrics != NULL; }
+bool evs__sub_timed(const evs_sub *sub) { return sub->stream->htime != NULL; }
 
 void evs__sub_record_time(evs_sub *sub, uint64_t ns)
 {
-    evs__hist_add(&sub->metrics->htime, ns);
     evs__hist_add(sub->stream->htime, ns);
+    if (sub->metrics != NULL)
+        evs__hist_add(&sub->metrics->htime, ns);
 }
 
 /*
@@ -1228,7 +1227,7 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
         (unsigned)o.overflow > EVS_OVERFLOW_FAIL || o.block_timeout_ms < 0 ||
         (unsigned)o.delivery > EVS_DELIVERY_INLINE || (unsigned)o.wait > EVS_WAIT_SPIN ||
         (o.history != EVS_HISTORY_NONE && o.history > EVS_MAX_CAPACITY) ||
-        o.metrics_interval_ms < 0)
+        o.metrics_interval_ms < 0 || o.metrics < 0 || o.metrics > EVS_METRICS_SUBS)
         return EVS_EINVAL;
     if (o.slot_bytes > 0 &&
         (o.slot_bytes > EVS_MAX_SLOT_BYTES || o.delivery != EVS_DELIVERY_DISPATCHER ||

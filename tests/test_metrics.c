@@ -167,7 +167,7 @@ static void publish_n(evs_stream *s, int n)
 
 Test(metrics_stream, handler_time_is_measured_per_stream_and_subscription)
 {
-    evs_stream_opts o = {.metrics = true};
+    evs_stream_opts o = {.metrics = EVS_METRICS_SUBS};
     evs_stream *s;
     ASSERT_RC(evs_stream_create(&s, &o), 0);
     evs_sub *a, *b;
@@ -213,7 +213,7 @@ Test(metrics_stream, without_metrics_handler_time_is_zero)
 
 Test(metrics_stream, inline_delivery_is_timed_too)
 {
-    evs_stream_opts o = {.metrics = true, .delivery = EVS_DELIVERY_INLINE};
+    evs_stream_opts o = {.metrics = EVS_METRICS_SUBS, .delivery = EVS_DELIVERY_INLINE};
     evs_stream *s;
     ASSERT_RC(evs_stream_create(&s, &o), 0);
     evs_sub *a;
@@ -227,7 +227,7 @@ Test(metrics_stream, inline_delivery_is_timed_too)
 
 Test(metrics_stream, throughput_over_the_last_interval)
 {
-    evs_stream_opts o = {.metrics = true, .metrics_interval_ms = 50};
+    evs_stream_opts o = {.metrics = EVS_METRICS_SUBS, .metrics_interval_ms = 50};
     evs_stream *s;
     ASSERT_RC(evs_stream_create(&s, &o), 0);
     evs_sub *a;
@@ -253,16 +253,40 @@ Test(metrics_stream, throughput_over_the_last_interval)
     evs_stream_destroy(s);
 }
 
-Test(metrics_stream, negative_interval_is_einval)
+Test(metrics_stream, negative_interval_and_unknown_levels_are_einval)
 {
     evs_stream_opts o = {.metrics_interval_ms = -1};
     evs_stream *s;
     ASSERT_RC(evs_stream_create(&s, &o), EVS_EINVAL);
+    o = (evs_stream_opts){.metrics = 3};
+    ASSERT_RC(evs_stream_create(&s, &o), EVS_EINVAL);
+    o = (evs_stream_opts){.metrics = -1};
+    ASSERT_RC(evs_stream_create(&s, &o), EVS_EINVAL);
+}
+
+Test(metrics_stream, stream_level_times_the_stream_but_not_each_subscription)
+{
+    evs_stream_opts o = {.metrics = EVS_METRICS_STREAM};
+    evs_stream *s;
+    ASSERT_RC(evs_stream_create(&s, &o), 0);
+    evs_sub *a;
+    ASSERT_RC(evs_subscribe(&a, s, NULL, busy_handler, NULL, NULL, NULL), 0);
+    publish_n(s, 20);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    evs_stream_stats st;
+    ASSERT_RC(evs_stream_stats_get(s, &st), 0);
+    cr_assert_eq(st.handler.count, 20);
+    evs_sub_stats ss;
+    ASSERT_RC(evs_sub_stats_get(a, &ss), 0);
+    cr_assert_eq(ss.delivered, 20);
+    cr_assert_eq(ss.handler.count, 0);
+    cr_assert_eq(ss.delivered_per_s, 0.0);
+    evs_stream_destroy(s);
 }
 
 Test(metrics_stream, subscribe_with_metrics_fails_cleanly_without_memory)
 {
-    evs_stream_opts o = {.metrics = true};
+    evs_stream_opts o = {.metrics = EVS_METRICS_SUBS};
     evs_stream *s;
     ASSERT_RC(evs_stream_create(&s, &o), 0);
     evs_sub *a;
@@ -414,7 +438,8 @@ Test(metrics_prom, bad_items_are_einval_and_leave_the_buffer)
     ASSERT_RC(evs_metrics_prometheus(NULL, 1, &out), EVS_EINVAL);
     ASSERT_RC(evs_metrics_prometheus(NULL, 0, NULL), EVS_EINVAL);
     cr_assert_eq(out.len, 1);
-    ASSERT_RC(evs_metrics_prometheus(NULL, 0, &out), 0); /* nothing to say: families only */
+    ASSERT_RC(evs_metrics_prometheus(NULL, 0, &out), 0); /* nothing to say */
+    cr_assert_eq(out.len, 1);
     evs_buf_free(&out);
 }
 
@@ -448,6 +473,7 @@ Test(metrics_prom, stream_prometheus_reads_a_live_stream)
     evs_buf out = {0};
     ASSERT_RC(evs_stream_prometheus(s, "live", &out), 0);
     cr_assert(has_line(out.data, "evs_stream_published_total{stream=\"live\"} 4"), "%s", out.data);
+    cr_assert_null(strstr(out.data, "evs_sub_"), "no subscription families on a stream's page");
     ASSERT_RC(evs_stream_prometheus(NULL, "x", &out), EVS_EINVAL);
     ASSERT_RC(evs_stream_prometheus(s, NULL, &out), EVS_EINVAL);
     evs_buf_free(&out);
@@ -456,7 +482,7 @@ Test(metrics_prom, stream_prometheus_reads_a_live_stream)
 
 Test(metrics_stream, a_pooled_subscription_times_the_calls_on_its_workers)
 {
-    evs_stream_opts o = {.metrics = true};
+    evs_stream_opts o = {.metrics = EVS_METRICS_SUBS};
     evs_stream *s;
     ASSERT_RC(evs_stream_create(&s, &o), 0);
     evs_sub *a;

@@ -204,12 +204,20 @@ check "/metrics: every family has HELP and TYPE, once" \
     "[ \"\$(grep -c '^# TYPE' '$tmp/metrics')\" = \"\$(grep -c '^# HELP' '$tmp/metrics')\" ] &&
      [ -z \"\$(grep '^# TYPE' '$tmp/metrics' | awk '{print \$3}' | sort | uniq -d)\" ]"
 check "/metrics: samples are 'name{labels} number'" \
-    "! grep -v '^#' '$tmp/metrics' | grep -Evq '^evstream_[a-z_]+(\\{[a-z]+=\"[^\"]*\"\\})? [0-9.e+-]+\$'"
+    "! grep -v '^#' '$tmp/metrics' | grep -Evq '^(evstream|evs)_[a-z_]+(\\{[a-z]+=\"[^\"]*\"(,[a-z]+=\"[^\"]*\")*\\})? [0-9.e+-]+\$'"
 check "/metrics: 2 connected clients" "[ \"\$(awk '\$1 == \"evstream_hub_clients\" {print \$2}' '$tmp/metrics')\" = 2 ]"
 check "/metrics: the library's stream and SSE counters" \
     "grep -q '^evstream_stream_published_total [1-9]' '$tmp/metrics' &&
      grep -q '^evstream_sse_heartbeats_total [1-9]' '$tmp/metrics' &&
      grep -q '^evstream_sse_replayed_total [1-9]' '$tmp/metrics'"
+check "/metrics: the library's own exposition of the hub's stream (evs_stream_*)" \
+    "grep -q '^evs_stream_published_total{stream=\"hub\"} [1-9]' '$tmp/metrics' &&
+     grep -q '^evs_stream_dropped_total{stream=\"hub\",reason=\"timeout\"} 0' '$tmp/metrics' &&
+     grep -q '^# TYPE evs_stream_handler_seconds summary' '$tmp/metrics'"
+check "/metrics: handler-time quantiles are measured (opts.metrics)" \
+    "awk '\$1 == \"evs_stream_handler_seconds_count{stream=\\\"hub\\\"}\" && \$2 > 0 { ok = 1 } END { exit !ok }' '$tmp/metrics' &&
+     awk '\$1 == \"evs_stream_handler_seconds{stream=\\\"hub\\\",quantile=\\\"0.99\\\"}\" && \$2 > 0 { ok = 1 } END { exit !ok }' '$tmp/metrics'"
+check "/metrics: without --nats, no evstream_nats_* family" "! grep -q '^evstream_nats_' '$tmp/metrics'"
 wait_subs
 
 # Graceful stop with a client connected: its stream ends properly with
