@@ -328,6 +328,9 @@ static void deliver_run(evs_stream *s, evs_sub *sub, const evs_event *const *evs
 {
     uint64_t delivered = 0, filtered = 0, errors = 0;
     uint64_t start_id = evs_load_acquire(&sub->start_id);
+    /* opts.metrics: time each call (a pooled subscription's workers time
+     * the real calls; here its handler only queues). */
+    bool timed = s->htime != NULL && sub->pool == NULL;
     const evs_sub *outer = tl_sub;
     tl_sub = sub;
     for (size_t i = 0; i < n; i++) {
@@ -342,9 +345,7 @@ static void deliver_run(evs_stream *s, evs_sub *sub, const evs_event *const *evs
             continue;
         }
         int rc;
-        if (evs_unlikely(s->htime != NULL && sub->pool == NULL)) {
-            /* (A pooled subscription's workers time the real calls:
-             * here the handler only queues.) */
+        if (evs_unlikely(timed)) {
             int64_t t0 = evs__now_mono_ns();
             rc = sub->handler(ev, sub->user);
             evs__sub_record_time(sub, (uint64_t)(evs__now_mono_ns() - t0));
