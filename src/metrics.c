@@ -41,11 +41,10 @@ static uint64_t bucket_mid(size_t i)
 
 void evs__hist_add(evs__hist *h, uint64_t ns)
 {
-    __atomic_fetch_add(&h->count, 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&h->sum_ns, ns, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&h->b[bucket_of(ns)], 1, __ATOMIC_RELAXED);
+    ck_pr_add_64(&h->sum_ns, ns);
+    ck_pr_add_64(&h->b[bucket_of(ns)], 1);
     /* max only grows; a lost race retries against the newer max. */
-    uint64_t m = __atomic_load_n(&h->max_ns, __ATOMIC_RELAXED);
+    uint64_t m = evs_load(&h->max_ns);
     while (ns > m && !__atomic_compare_exchange_n(&h->max_ns, &m, ns, true, __ATOMIC_RELAXED,
                                                   __ATOMIC_RELAXED)) {
     }
@@ -58,10 +57,10 @@ void evs__hist_read(const evs__hist *h, evs_latency *out)
         return;
     uint64_t b[EVS__HIST_BUCKETS], total = 0;
     for (size_t i = 0; i < EVS__HIST_BUCKETS; i++)
-        total += b[i] = __atomic_load_n(&h->b[i], __ATOMIC_RELAXED);
-    out->count = total; /* the buckets' own total: quantiles agree with it */
-    out->sum_ns = __atomic_load_n(&h->sum_ns, __ATOMIC_RELAXED);
-    out->max_ns = __atomic_load_n(&h->max_ns, __ATOMIC_RELAXED);
+        total += b[i] = evs_load(&h->b[i]);
+    out->count = total;
+    out->sum_ns = evs_load(&h->sum_ns);
+    out->max_ns = evs_load(&h->max_ns);
     if (total == 0)
         return;
     /* The q-quantile is the value of rank ceil(q * total) (1-based). */

@@ -29,8 +29,7 @@
 #define EVS__HIST_BUCKETS ((EVS__HIST_TOP - 2) * EVS__HIST_SUB + 1)
 
 typedef struct evs__hist {
-    uint64_t count;
-    uint64_t sum_ns;
+    uint64_t sum_ns;      /* (the count is the buckets' total) */
     uint64_t max_ns;
     uint64_t b[EVS__HIST_BUCKETS];
 } evs__hist;

@@ -56,8 +56,8 @@ struct evs_processor {
  * free it under itself). */
 static _Thread_local const evs_processor *tl_running;
 
-static void add(uint64_t *c, uint64_t n) { __atomic_fetch_add(c, n, __ATOMIC_RELAXED); }
-static uint64_t get(const uint64_t *c) { return __atomic_load_n(c, __ATOMIC_RELAXED); }
+static void add(uint64_t *c, uint64_t n) { ck_pr_add_64(c, n); }
+static uint64_t get(const uint64_t *c) { return evs_load(c); }
 
 int evs_processor_create(evs_processor **out, evs_stream *source,
                          const evs_processor_opts *opts)

@@ -127,19 +127,18 @@ static size_t ascii_run(const uint8_t *s, size_t n)
 }
 
 /*
- * put() the plain prefix of s[0..n) (plain_run) and return its length.
- * When the writer has room for all n bytes, scanning and copying are one
- * pass: each 16-byte block is stored as it is tested. A block that holds
- * the first special byte is stored whole; the bytes after that byte lie
- * inside the room (the block lies inside s[0..n)) and are overwritten by
- * whatever is written next, or are past the frame's end, never read.
+ * copy_plain_*(d, s, n): copy the plain prefix of s[0..n) (plain_run) to
+ * d, which has room for n bytes, and return its length. Scanning and
+ * copying are one pass: each block is stored as it is tested. A block
+ * that holds the first special byte is stored whole; the bytes after
+ * that byte lie inside the room (the block lies inside s[0..n)) and are
+ * overwritten by whatever is written next, or are past the frame's end,
+ * never read.
  */
 #if defined(__x86_64__) && defined(__GNUC__)
 /*
- * The copying loop of put_plain with AVX2, 32 bytes a step, for CPUs that
- * have it (checked once, at run time; the library is built for baseline
- * x86-64). Same contract as the SSE2 loop below: returns the plain
- * prefix length, having stored whole blocks of s[0..n) into d[0..n).
+ * With AVX2, 32 bytes a step (n >= 32), for CPUs that have it (checked
+ * once, at run time; the library is built for baseline x86-64).
  */
 #include <immintrin.h>
 #define EVS_HAVE_AVX2_COPY 1
@@ -185,9 +184,45 @@ static bool use_avx2(void)
 }
 #endif
 
-static size_t put_plain(writer *w, const uint8_t *s, size_t n)
+#ifdef __SSE2__
+/* The same with SSE2, 16 bytes a step (n >= 16). */
+static size_t copy_plain_sse2(char *d, const uint8_t *s, size_t n)
 {
     size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(s + i));
+        _mm_storeu_si128((__m128i *)(d + i), x);
+        unsigned m = special16(x);
+        if (m != 0)
+            return i + (size_t)__builtin_ctz(m);
+    }
+    if (i < n) { /* the last, overlapping block: bits below i are seen */
+        size_t k = n - 16;
+        __m128i x = _mm_loadu_si128((const __m128i *)(s + k));
+        _mm_storeu_si128((__m128i *)(d + k), x);
+        unsigned m = special16(x) >> (i - k);
+        i = m != 0 ? i + (size_t)__builtin_ctz(m) : n;
+    }
+    return i;
+}
+#endif
+
+/* Byte by byte, for short runs and other CPUs. */
+static size_t copy_plain_bytes(char *d, const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && is_plain(s[i])) {
+        d[i] = (char)s[i];
+        i++;
+    }
+    return i;
+}
+
+/* put() the plain prefix of s[0..n) and return its length: copied in
+ * one pass when the writer has room for all n bytes, else measured. */
+static size_t put_plain(writer *w, const uint8_t *s, size_t n)
+{
+    size_t i;
     if (w->dst == NULL || n > w->cap - w->n) {
         i = plain_run(s, n);
         put(w, s, i);
@@ -195,38 +230,16 @@ static size_t put_plain(writer *w, const uint8_t *s, size_t n)
     }
     char *d = w->dst + w->n;
 #ifdef EVS_HAVE_AVX2_COPY
-    if (n >= 64 && use_avx2()) {
+    if (n >= 64 && use_avx2())
         i = copy_plain_avx2(d, s, n);
-        goto done;
-    }
+    else
 #endif
 #ifdef __SSE2__
-    if (n >= 16) {
-        for (; i + 16 <= n; i += 16) {
-            __m128i x = _mm_loadu_si128((const __m128i *)(s + i));
-            _mm_storeu_si128((__m128i *)(d + i), x);
-            unsigned m = special16(x);
-            if (m != 0) {
-                i += (size_t)__builtin_ctz(m);
-                goto done;
-            }
-        }
-        if (i < n) { /* the last, overlapping block: bits below i are seen */
-            size_t k = n - 16;
-            __m128i x = _mm_loadu_si128((const __m128i *)(s + k));
-            _mm_storeu_si128((__m128i *)(d + k), x);
-            unsigned m = special16(x) >> (i - k);
-            i = m != 0 ? i + (size_t)__builtin_ctz(m) : n;
-        }
-        goto done;
-    }
+    if (n >= 16)
+        i = copy_plain_sse2(d, s, n);
+    else
 #endif
-    while (i < n && is_plain(s[i])) {
-        d[i] = (char)s[i];
-        i++;
-    }
-    goto done; /* (keeps the label used in every configuration) */
-done:
+        i = copy_plain_bytes(d, s, n);
     w->n += i;
     return i;
 }

@@ -140,6 +140,13 @@ static _Thread_local const evs__workers *tl_pool;
 /* ------------------------------------------------------------------ */
 /* Lanes, jobs and the ready FIFO (all under mu)                       */
 
+/*
+ * Keys to lanes: a chained table over the preallocated lanes, sized once
+ * at create for every lane that can exist. Not ck_hs: its put may grow
+ * the table (allocate, and fail), and a pool promises that queueing an
+ * event never allocates and never fails for lack of memory; the table
+ * is only touched under `mu`, so ck_hs's concurrent readers buy nothing.
+ */
 static size_t bucket_of(const evs__workers *p, uint64_t key)
 {
     /* Keys may be small integers or hashes; mix so both spread. */
