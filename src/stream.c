@@ -419,8 +419,10 @@ static void deliver_routed(evs_stream *s, const evs_event *ev, uint64_t depth)
         rc = evs__router_route_cached(s->router, subject, len, &subs, &n, &topic);
     }
     if (rc != 0) {
-        /* No memory to route: accepted but reached no one. Counted. */
+        /* No memory to route: accepted but reached no one. Counted.
+         * An inline route may have grown `vec` before failing. */
         ck_pr_inc_64(&s->dropped_nomem);
+        evs__itemvec_fini(&vec);
         return;
     }
     if (topic != NULL)
