@@ -81,6 +81,17 @@ const char *evs_strerror(int code);
  */
 const char *evs_errname(int code);
 
+/*
+ * A sentence saying why the last call on this thread that documents it
+ * failed ("single_publisher cannot be combined with heartbeat_ms: ..."),
+ * or "" if none has failed yet. Functions that leave one say so; the int
+ * code stays the contract, the sentence is for people and logs.
+ * Ownership: a thread-local buffer, valid until the next such failure
+ * on this thread; never free it.
+ * Threads: any thread (each thread sees its own).
+ */
+const char *evs_last_error(void);
+
 /* ------------------------------------------------------------------ */
 /* Growable byte buffer                                                */
 /* ------------------------------------------------------------------ */
@@ -442,7 +453,10 @@ typedef struct evs_stream_opts {
                                       true = a promise that publishes never
                                       overlap (one thread, or threads that
                                       hand over with a lock): publishing then
-                                      uses no atomic instruction */
+                                      uses no atomic instruction. Not with
+                                      heartbeat_ms under dispatcher delivery
+                                      (the timer thread would be a second
+                                      publisher): EVS_EINVAL */
     size_t       slot_bytes;       /* 0 = none; > 0: every ring slot stores an
                                       event with room for this many bytes of
                                       topic + NUL (rounded up to 16) + data,
@@ -507,8 +521,8 @@ typedef struct evs_stream_opts {
 /*
  * Create a stream and, for dispatcher delivery, start its dispatcher
  * thread.
- * Returns 0, EVS_EINVAL (bad option), EVS_ENOMEM, or EVS_ESYSTEM (the
- * thread could not be started).
+ * Returns 0, EVS_EINVAL (bad option: evs_last_error says which and why),
+ * EVS_ENOMEM, or EVS_ESYSTEM (the thread could not be started).
  * Ownership: the caller owns *out and must evs_stream_destroy it.
  * Threads: any thread.
  */
@@ -516,8 +530,10 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts);
 
 /*
  * Deliver `ev` to every subscription of the stream. The stream assigns
- * the event its id (ids are strictly increasing per stream, in the order
- * subscribers see them) and takes its own reference; an event already
+ * the event its id (ids increase per stream in publish order; under
+ * dispatcher delivery subscribers see them in id order, while inline
+ * delivery from several threads at once may deliver them out of order:
+ * SPEC.md, "Guarantees") and takes its own reference; an event already
  * published elsewhere is published as a new event that shares the
  * original's payload (no copy) under this stream's id: read it back with
  * evs_stream_publish_id.
@@ -664,10 +680,12 @@ int evs_subscribe(evs_sub **out, evs_stream *s, const char *pattern,
 
 /*
  * End a subscription. When it returns, the handler and filter are never
- * called again and `user` may be freed; from another thread it waits
- * for a call in progress to finish, and inside the subscription's own
- * handler it returns at once (that call is the last). The handle is
- * invalid afterwards.
+ * called again and no other thread is inside them, so `user` may be
+ * freed (from inside the handler: once that call returns). It waits for
+ * calls in progress on other threads to finish; inside the
+ * subscription's own handler it does not wait for that call, which is
+ * the last (on an inline stream it still waits for other publishers
+ * inside the same handler). The handle is invalid afterwards.
  * A pooled subscription (opts.max_concurrent): from another thread it
  * first waits until every event already queued for its workers has been
  * handled and no call runs, then ends the workers. Inside one of its
@@ -747,9 +765,10 @@ const char *evs_sub_pattern(const evs_sub *sub);
 int evs_stream_close(evs_stream *s, int timeout_ms, uint64_t *left);
 
 /*
- * Wait until every event accepted so far has been delivered (the stream
- * stays open), including the calls of pooled subscriptions, as for
- * close. Returns 0, EVS_ETIMEDOUT (with *left as for close), or
+ * Wait until every event accepted before the call has been delivered
+ * (the stream stays open), including the calls of pooled subscriptions,
+ * as for close. Events accepted meanwhile are not waited for, so
+ * publishers that never pause cannot hold it (inline streams included). Returns 0, EVS_ETIMEDOUT (with *left as for close), or
  * EVS_EDEADLK inside a handler of this stream (a pooled subscription's
  * worker included: it would wait for its own call).
  * Threads: any thread. Blocks: up to timeout_ms.
@@ -807,9 +826,11 @@ int evs_stream_topics(evs_stream *s, evs_topic_fn fn, void *user);
  * the first stream to accept it numbers the event itself, every other
  * stream publishes an alias that shares it (SPEC.md, "Aliases"). A
  * stream that fails does not stop the others.
- * Returns how many streams accepted the event (0..n), or EVS_EINVAL
- * (NULL streams with n > 0, NULL ev). If `results` is not NULL,
- * results[i] gets stream i's code as evs_stream_publish returns it.
+ * Returns how many streams kept the event (0..n), or EVS_EINVAL (NULL
+ * streams with n > 0, NULL ev). If `results` is not NULL, results[i]
+ * gets stream i's code as evs_stream_publish returns it: 0 also for a
+ * stream that dropped the event under EVS_OVERFLOW_DROP_NEWEST, which
+ * is not counted as kept (its stats.dropped_newest counts it).
  * Ownership: borrows `ev` and every stream.
  * Threads: any thread, as evs_stream_publish on each stream.
  * Blocks: as evs_stream_publish on each stream, one after another.
@@ -873,9 +894,12 @@ typedef struct evs_sub_stats {
     uint64_t delivered;      /* handler calls */
     uint64_t filtered;       /* events its filter rejected */
     uint64_t handler_errors; /* non-zero handler returns */
-    uint64_t dropped;        /* events the stream dropped (any reason)
-                                while this subscription was live: each is
-                                one it may have missed */
+    uint64_t dropped;        /* events accepted while this subscription
+                                was live, matching its pattern, that the
+                                stream dropped before it saw them (as
+                                newest or as oldest): for each subscription
+                                delivered + filtered + dropped = the
+                                accepted events it matches */
     uint64_t queue_hwm;      /* deepest queue seen when it was served */
     double   delivered_per_s; /* handler calls per second over the last
                                  interval, as the stream's (opts.metrics =

@@ -13,10 +13,13 @@ int evs_broadcast(evs_stream *const *streams, size_t n, const evs_event *ev, int
         return EVS_EINVAL;
     int accepted = 0;
     for (size_t i = 0; i < n; i++) {
-        int rc = streams[i] != NULL ? evs_stream_publish(streams[i], ev) : EVS_EINVAL;
+        uint64_t id = 0;
+        int rc = streams[i] != NULL ? evs_stream_publish_id(streams[i], ev, &id) : EVS_EINVAL;
         if (results != NULL)
             results[i] = rc;
-        if (rc == 0)
+        /* A drop under DROP_NEWEST returns 0 with no id: the stream
+         * counted it as dropped, so neither do we count it as kept. */
+        if (rc == 0 && id != 0)
             accepted++;
     }
     return accepted;

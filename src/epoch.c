@@ -5,8 +5,16 @@
  * deadlock: the thread joining this one may be inside a read section)
  * and unregisters the record, so the next new thread recycles it. A
  * record that still has frees pending becomes an orphan; every later
- * retire polls the orphans (under fallback_lock) and
- * unregisters each once its frees have run. Records are never freed.
+ * retire, and every stream destroy (evs__epoch_reap), polls the orphans
+ * (under fallback_lock) and unregisters each once its frees have run.
+ * Records are never freed.
+ *
+ * Polls, not waits: one ck_epoch_poll advances the global epoch only if
+ * every active reader has seen the current one, and a free is due two
+ * advances after its retire. With no reader in a section a few polls in
+ * a row finish the grace period, so thread exit and reap poll up to
+ * POLL_ROUNDS times before leaving the rest for later; they never block
+ * on a reader (one may be the thread that is joining this one).
  */
 #include "epoch.h"
 
@@ -49,12 +57,23 @@ static ck_epoch_record_t *orphans;
 
 static void init_once(void);
 
+/* Polls in a row at thread exit and reap: enough for the two epoch
+ * advances a free needs when no reader is in a section. */
+#define POLL_ROUNDS 4
+
+/* Poll `r` until nothing is pending or POLL_ROUNDS polls are spent. */
+static void poll_rounds(ck_epoch_record_t *r)
+{
+    for (int i = 0; i < POLL_ROUNDS && r->n_pending != 0; i++)
+        ck_epoch_poll(r);
+}
+
 static void reap_orphans_locked(void)
 {
     ck_epoch_record_t **pp = &orphans;
     while (*pp != NULL) {
         ck_epoch_record_t *r = *pp;
-        ck_epoch_poll(r);
+        poll_rounds(r);
         if (r->n_pending == 0) {
             *pp = r->ct;
             r->ct = NULL;
@@ -69,7 +88,7 @@ static void reap_orphans_locked(void)
 static void thread_exit(void *p)
 {
     ck_epoch_record_t *r = p;
-    ck_epoch_poll(r);
+    poll_rounds(r);
     pthread_mutex_lock(&fallback_lock);
     if (r->n_pending == 0) {
         TSAN_RELEASE_RECORD(r);
@@ -163,4 +182,25 @@ void evs__epoch_retire(ck_epoch_entry_t *entry, ck_epoch_cb_t *fn)
     ck_epoch_poll(&fallback_record);
     reap_orphans_locked();
     pthread_mutex_unlock(&fallback_lock);
+}
+
+void evs__epoch_reap(void)
+{
+    pthread_once(&once, init_once);
+    if (tl_record != NULL)
+        poll_rounds(tl_record);
+    pthread_mutex_lock(&fallback_lock);
+    poll_rounds(&fallback_record);
+    reap_orphans_locked();
+    pthread_mutex_unlock(&fallback_lock);
+}
+
+size_t evs__epoch_orphans(void)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&fallback_lock);
+    for (ck_epoch_record_t *r = orphans; r != NULL; r = r->ct)
+        n++;
+    pthread_mutex_unlock(&fallback_lock);
+    return n;
 }

@@ -45,5 +45,17 @@ void evs__epoch_retire(ck_epoch_entry_t *entry, ck_epoch_cb_t *fn);
  */
 void evs__epoch_reclaiming(void);
 
+/*
+ * Run the frees that are due: the calling thread's, the fallback
+ * record's, and those left on the records of threads that have exited
+ * (orphans, unregistered once empty). Polls a few times, never waits
+ * for a reader. evs_stream_destroy calls it, so a stream's pool workers
+ * that exited with frees pending do not keep them past the stream.
+ */
+void evs__epoch_reap(void);
+
+/* Test hook: exited threads' records that still have frees pending. */
+size_t evs__epoch_orphans(void);
+
 
 #endif /* EVS_EPOCH_H */

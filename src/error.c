@@ -1,9 +1,27 @@
 /*
  * Error codes: evs_strerror and evs_errname, both generated from the one
  * EVS_ERRORS table in evstream.h. Pure: string literals only, so both are
- * safe from any thread and never allocate.
+ * safe from any thread and never allocate. evs_last_error is the one
+ * piece of state: a thread-local sentence (evs__set_error), so it needs
+ * no lock and never allocates either.
  */
-#include "evstream.h"
+#include "evs_internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static _Thread_local char last_error[256];
+
+const char *evs_last_error(void) { return last_error; }
+
+int evs__set_error(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof(last_error), fmt, ap);
+    va_end(ap);
+    return code;
+}
 
 const char *evs_strerror(int code)
 {

@@ -44,6 +44,10 @@
 #define evs_likely(x)   __builtin_expect(!!(x), 1)
 #define evs_unlikely(x) __builtin_expect(!!(x), 0)
 
+/* Leave a sentence for evs_last_error (printf format); returns `code`,
+ * so a check can end with `return evs__set_error(EVS_EINVAL, ...)`. */
+int evs__set_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /*
  * Allocation. Every allocation in the library goes through these, so a
  * test can make the k-th one fail (evs__alloc_fail_after) and check that

@@ -979,6 +979,11 @@ static int check_opts(evs_stream *s, const evs_nats_opts *o)
         return EVS_EINVAL;
     if ((o->nexports > 0 && o->exports == NULL) || (o->nimports > 0 && o->imports == NULL))
         return EVS_EINVAL;
+    /* Imports are published from the bridge's own thread, beside the
+     * stream's users: a second publisher (SPEC.md, "Who publishes"). */
+    if (o->nimports > 0 && evs__stream_single_publisher(s))
+        return evs__set_error(EVS_EINVAL, "a bridge that imports cannot use a single_publisher "
+                                          "stream: its thread would be a second publisher");
     bool wild_first = false; /* a pattern whose first token is a wildcard */
     for (size_t i = 0; i < o->nexports + o->nimports; i++) {
         const char *p = i < o->nexports ? o->exports[i] : o->imports[i - o->nexports];

@@ -219,13 +219,13 @@ static void enqueue(evs_sse_client *c, const evs_event *item)
             break;
         if (rc == EVS_EFULL && c->sse->opts.slow == EVS_SSE_SLOW_DROP_OLDEST) {
             const evs_event *old;
-            if (evs__ring_evict(&c->mb, &old)) {
+            /* Waits (backing off) only while the oldest is still being
+             * written by another pusher. */
+            if (evs__ring_evict(&c->mb, &old, evs__backoff)) {
                 if (old != HB_MARK && old != NULL) {
                     evs_event_unref(old);
                     lose(c, 1);
                 }
-            } else {
-                evs__cpu_relax(); /* the oldest is being written or taken */
             }
             continue;
         }

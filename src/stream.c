@@ -64,16 +64,22 @@ struct evs_sub {
     evs_filter_fn  filter;
     void          *user;
     char          *pattern;
+    size_t         plen;
     /* Deliver only events with a larger id: the ids handed out before
      * the subscription became visible. Read-only after subscribe. */
     uint64_t start_id;
-    /* Stream drop total when subscribed (for stats.dropped). */
-    uint64_t drops_at_start;
+    /* Events accepted after this subscription became live, matching its
+     * pattern, that it will never see: dropped as newest or evicted as
+     * oldest (count_sub_drops, ck_pr RMW from publishers). */
+    uint64_t dropped;
     /* TopicStream, wildcard-free pattern: its topic-table entry. */
     evs_topic *topic;
     /* Set once by evs_unsubscribe; never cleared. */
     unsigned dead;
-    /* Handler calls in progress (dispatcher runs, inline publishers). */
+    /* Handler calls in progress (dispatcher runs, inline publishers).
+     * Invariant: raised before `dead` is read (sub_enter), so
+     * unsubscribe, which stores `dead` and then reads this, waits for
+     * every call that did not see `dead`. */
     unsigned active;
     /* Counters: added by whoever delivered (ck_pr RMW), read by stats. */
     uint64_t delivered, filtered, errors, hwm;
@@ -174,6 +180,12 @@ struct evs_stream {
     uint64_t inline_seq;  /* inline: last id handed out (hist_lock) */
     unsigned inline_closed; /* inline: set by close (under hist_lock) */
     unsigned inline_active; /* inline: publishes delivering right now */
+    /* Inline: the publishes delivering right now, oldest id first (each
+     * publish links its own stack node under hist_lock when it takes its
+     * id, and unlinks it when delivery ends). Every id below the first
+     * node's, or up to inline_seq when the list is empty, has been
+     * delivered: flush and close wait on this, not on quiet moments. */
+    struct inline_pub *inflight_head, *inflight_tail;
 
     pthread_t thread;
     bool has_thread;
@@ -198,11 +210,36 @@ struct evs_stream {
     uint64_t worker_errors;
 };
 
+/* One inline publish in delivery (see evs_stream.inflight_head). */
+struct inline_pub {
+    uint64_t id;
+    struct inline_pub *prev, *next;
+};
+
 /* The stream whose handler this thread is running (or whose dispatcher
- * this thread is), and the subscription being served: used to refuse
- * waits that would wait for the calling thread itself. */
+ * this thread is): used to refuse waits that would wait for the calling
+ * thread itself. */
 static _Thread_local evs_stream *tl_stream;
-static _Thread_local const evs_sub *tl_sub;
+
+/* The handler calls this thread is inside, innermost first (a handler
+ * may publish to an inline stream, which calls handlers again). Each
+ * frame lives on deliver_run's stack. evs_unsubscribe counts the frames
+ * of its subscription to know how many of the calls in progress are its
+ * own caller's, which it must not wait for. */
+struct sub_frame {
+    const evs_sub *sub;
+    const struct sub_frame *up;
+};
+static _Thread_local const struct sub_frame *tl_frames;
+
+/* Calls of `sub` in progress on this thread. */
+static unsigned own_calls(const evs_sub *sub)
+{
+    unsigned n = 0;
+    for (const struct sub_frame *f = tl_frames; f != NULL; f = f->up)
+        n += f->sub == sub;
+    return n;
+}
 
 /* Is this thread running a handler of `s`: its dispatcher, an inline
  * publisher delivering, or a worker of one of its pooled subscriptions?
@@ -222,14 +259,13 @@ static bool is_inline(const evs_stream *s)
 /* ------------------------------------------------------------------ */
 /* History                                                             */
 
-/* Append refs already owned by the caller; evicted ones are unreffed
- * after the lock is dropped. */
-static void history_push(evs_stream *s, const evs_event **evs, size_t n)
+/* Append refs already owned by the caller, under hist_lock; the refs
+ * it evicts go to evicted[] (room for n) for the caller to drop after
+ * unlocking. Returns how many. */
+static size_t history_push_locked(evs_stream *s, const evs_event **evs, size_t n,
+                                  const evs_event **evicted)
 {
-    const evs_event *evicted[RUN_MAX];
     size_t ne = 0;
-
-    pthread_mutex_lock(&s->hist_lock);
     for (size_t i = 0; i < n; i++) {
         if (evs[i] == NULL)
             continue;
@@ -241,6 +277,16 @@ static void history_push(evs_stream *s, const evs_event **evs, size_t n)
         s->hist[(s->hist_start + s->hist_len) % s->hist_cap] = evs[i];
         s->hist_len++;
     }
+    return ne;
+}
+
+/* Append refs already owned by the caller; evicted ones are unreffed
+ * after the lock is dropped. */
+static void history_push(evs_stream *s, const evs_event **evs, size_t n)
+{
+    const evs_event *evicted[RUN_MAX];
+    pthread_mutex_lock(&s->hist_lock);
+    size_t ne = history_push_locked(s, evs, n, evicted);
     pthread_mutex_unlock(&s->hist_lock);
     for (size_t i = 0; i < ne; i++)
         evs_event_unref(evicted[i]);
@@ -263,12 +309,6 @@ int evs_stream_recent(evs_stream *s, const evs_event **out, size_t max)
 
 /* ------------------------------------------------------------------ */
 /* Delivery                                                            */
-
-static uint64_t total_drops(evs_stream *s)
-{
-    return evs_load(&s->dropped_newest) + evs_load(&s->dropped_oldest) +
-           evs_load(&s->dropped_nomem);
-}
 
 /*
  * Raise sub->active and confirm the subscription is live: one side of
@@ -331,8 +371,8 @@ static void deliver_run(evs_stream *s, evs_sub *sub, const evs_event *const *evs
     /* opts.metrics: time each call (a pooled subscription's workers time
      * the real calls; here its handler only queues). */
     bool timed = s->htime != NULL && sub->pool == NULL;
-    const evs_sub *outer = tl_sub;
-    tl_sub = sub;
+    struct sub_frame frame = {sub, tl_frames};
+    tl_frames = &frame;
     for (size_t i = 0; i < n; i++) {
         const evs_event *ev = evs[i];
         if (ev == NULL || evs_event_id(ev) <= start_id)
@@ -359,7 +399,7 @@ static void deliver_run(evs_stream *s, evs_sub *sub, const evs_event *const *evs
                 s->opts.on_error(sub, ev, rc, s->opts.on_error_user);
         }
     }
-    tl_sub = outer;
+    tl_frames = frame.up;
     if (delivered) {
         count_add(s, &sub->delivered, delivered);
         count_add(s, &s->delivered, delivered);
@@ -396,6 +436,28 @@ static bool is_heartbeat(const evs_event *ev)
     return evs_event_type(ev) == EVS_TYPE_HEARTBEAT && evs_event_topic(ev)[0] == '\0';
 }
 
+/* TopicStream without a route (no memory for one): try every
+ * subscription's pattern, slower but allocation-free. Per-topic counts
+ * are skipped; delivery is not. */
+static void deliver_scan(evs_stream *s, const evs_event *ev, const char *subject, size_t len,
+                         uint64_t depth)
+{
+    struct sub_array *a = evs_load_acquire(&s->subs);
+    size_t matched = 0;
+    for (size_t i = 0; a != NULL && i < a->n; i++) {
+        evs_sub *sub = a->subs[i];
+        if (!evs__subject_matches(subject, len, sub->pattern, sub->plen))
+            continue;
+        matched++;
+        if (!sub_enter(s, sub))
+            continue;
+        deliver_run(s, sub, &ev, 1, depth);
+        sub_leave(s, sub);
+    }
+    if (matched == 0)
+        count_add(s, &s->unroutable, 1);
+}
+
 /* TopicStream: deliver one event to the subscriptions its subject
  * matches (the dispatcher's cached route, or a fresh match inline). */
 static void deliver_routed(evs_stream *s, const evs_event *ev, uint64_t depth)
@@ -419,10 +481,11 @@ static void deliver_routed(evs_stream *s, const evs_event *ev, uint64_t depth)
         rc = evs__router_route_cached(s->router, subject, len, &subs, &n, &topic);
     }
     if (rc != 0) {
-        /* No memory to route: accepted but reached no one. Counted.
-         * An inline route may have grown `vec` before failing. */
-        ck_pr_inc_64(&s->dropped_nomem);
+        /* No memory to route (an inline route may have grown `vec`
+         * before failing): match every subscription's pattern instead,
+         * which allocates nothing, so the event is still delivered. */
         evs__itemvec_fini(&vec);
+        deliver_scan(s, ev, subject, len, depth);
         return;
     }
     if (topic != NULL)
@@ -437,6 +500,38 @@ static void deliver_routed(evs_stream *s, const evs_event *ev, uint64_t depth)
         sub_leave(s, sub);
     }
     evs__itemvec_fini(&vec);
+}
+
+/*
+ * An accepted event that will reach no subscription (dropped as newest,
+ * or evicted as oldest): count it in the `dropped` of each subscription
+ * it would have reached, so that per subscription every accepted event
+ * it matches is delivered, filtered or dropped. `id` is the event's id,
+ * or, for one dropped before it got one, the id it would have had: a
+ * subscription counts it only if it became live before that id was
+ * handed out (start_id < id), as delivery would. Runs on the publishing
+ * thread, in an epoch section of its own record: the drop path, never
+ * the delivery path.
+ */
+static void count_sub_drops(evs_stream *s, const evs_event *ev, uint64_t id)
+{
+    ck_epoch_record_t *rec = evs__epoch_record();
+    if (rec == NULL)
+        return; /* the stream-wide drop counters still count it */
+    const char *topic = evs_event_topic(ev);
+    size_t tlen = strlen(topic);
+    bool everyone = s->router == NULL || is_heartbeat(ev);
+    ck_epoch_section_t section;
+    evs__epoch_begin(rec, &section);
+    struct sub_array *a = evs_load_acquire(&s->subs);
+    for (size_t i = 0; a != NULL && i < a->n; i++) {
+        evs_sub *sub = a->subs[i];
+        if (evs_load(&sub->dead) || id <= evs_load_acquire(&sub->start_id))
+            continue;
+        if (everyone || evs__subject_matches(topic, tlen, sub->pattern, sub->plen))
+            ck_pr_inc_64(&sub->dropped);
+    }
+    evs__epoch_end(rec, &section);
 }
 
 /* Deliver a run. The caller is inside an epoch section, so the
@@ -619,8 +714,11 @@ static void waiter_leave(evs_stream *s) { ck_pr_dec_uint(&s->run_waiters); }
 /* Wait for the dispatcher to free room, up to the deadline. */
 static int wait_for_room(evs_stream *s, uint32_t seen, int64_t deadline)
 {
-    if (tl_stream == s)
-        return EVS_EDEADLK; /* the dispatcher would wait for itself */
+    /* The dispatcher, or a worker of one of this stream's pools (the
+     * dispatcher may be waiting for room in that very pool), would wait
+     * for itself. */
+    if (in_handler_of(s))
+        return EVS_EDEADLK;
     return evs__ec_wait(&s->run_ec, seen, deadline);
 }
 
@@ -663,12 +761,12 @@ static int claim_full(evs_stream *s, uint64_t *pos)
             return EVS_EFULL;
         case EVS_OVERFLOW_DROP_OLDEST: {
             const evs_event *old;
-            if (evs__ring_evict(&s->ring, &old)) {
-                if (old != NULL)
+            if (evs__ring_evict(&s->ring, &old, evs__backoff)) {
+                if (old != NULL) {
                     ck_pr_inc_64(&s->dropped_oldest);
+                    count_sub_drops(s, old, evs_event_id(old));
+                }
                 evs_event_unref(old);
-            } else {
-                evs__cpu_relax();
             }
             continue;
         }
@@ -722,6 +820,13 @@ static int publish_inline(evs_stream *s, const evs_event *ev, uint64_t *id, bool
     uint64_t my_id = ++s->inline_seq;
     evs__event_set_id(mine, my_id);
     ck_pr_inc_uint(&s->inline_active);
+    /* Ids are handed out in list order, so the list stays sorted. */
+    struct inline_pub node = {my_id, s->inflight_tail, NULL};
+    if (s->inflight_tail != NULL)
+        s->inflight_tail->next = &node;
+    else
+        s->inflight_head = &node;
+    s->inflight_tail = &node;
     pthread_mutex_unlock(&s->hist_lock);
 
     evs_stream *outer = tl_stream;
@@ -732,11 +837,28 @@ static int publish_inline(evs_stream *s, const evs_event *ev, uint64_t *id, bool
     evs__epoch_end(rec, &section);
     tl_stream = outer;
 
+    /* Our reference moves to the history (or is dropped); the node is
+     * unlinked in the same critical section, so a flush that sees it
+     * gone sees the event in the history too. */
+    const evs_event *evicted = NULL;
+    size_t ne = 0;
+    pthread_mutex_lock(&s->hist_lock);
     if (s->hist_cap > 0)
-        history_push(s, &mine, 1); /* our reference moves to the history */
+        ne = history_push_locked(s, &mine, 1, &evicted);
+    if (node.prev != NULL)
+        node.prev->next = node.next;
     else
-        evs_event_unref(mine);
+        s->inflight_head = node.next;
+    if (node.next != NULL)
+        node.next->prev = node.prev;
+    else
+        s->inflight_tail = node.prev;
     ck_pr_dec_uint(&s->inline_active);
+    pthread_mutex_unlock(&s->hist_lock);
+    if (s->hist_cap == 0)
+        evs_event_unref(mine);
+    else if (ne > 0)
+        evs_event_unref(evicted);
     *id = my_id;
 out:
     if (move)
@@ -778,7 +900,11 @@ static int publish(evs_stream *s, const evs_event *ev, uint64_t *id, bool move)
     uint64_t pos;
     if ((rc = claim(s, &pos)) != 0) {
         evs_event_unref(item);
-        rc = rc > 0 ? 0 : rc; /* dropped as newest: counted, not an error */
+        if (rc > 0) {
+            /* Dropped as newest: counted, not an error. */
+            count_sub_drops(s, ev, ids_issued(s) + 1);
+            rc = 0;
+        }
         goto out;
     }
     if (item == NULL && (item = stream_ref(ev, &move)) == NULL) {
@@ -909,10 +1035,12 @@ int evs_stream_commit(evs_stream *s, evs_event *ev)
 {
     if (s == NULL || ev == NULL || s->slot_mem == NULL)
         return EVS_EINVAL;
-    unsigned char *p = (unsigned char *)ev;
-    size_t off = (size_t)(p - s->slot_mem);
-    if (p < s->slot_mem || off >= s->ring.size * s->slot_stride || off % s->slot_stride != 0 ||
-        !evs__event_slot_commit(ev))
+    /* Compare addresses as integers: subtracting pointers into
+     * different objects (an event that is not one of our slots) would be
+     * undefined behaviour. */
+    uintptr_t p = (uintptr_t)ev, base = (uintptr_t)s->slot_mem;
+    if (p < base || p - base >= s->ring.size * s->slot_stride ||
+        (p - base) % s->slot_stride != 0 || !evs__event_slot_commit(ev))
         return EVS_EINVAL;
     uint64_t pos = evs_event_id(ev) - 1;
     evs__ring_publish(&s->ring, pos, ev);
@@ -1018,6 +1146,7 @@ int evs_subscribe(evs_sub **out, evs_stream *s, const char *pattern,
     if (sub == NULL)
         return EVS_ENOMEM;
     sub->pattern = evs__strndup(pattern, plen);
+    sub->plen = plen;
     if (sub->pattern == NULL) {
         evs__free(sub);
         return EVS_ENOMEM;
@@ -1067,7 +1196,6 @@ int evs_subscribe(evs_sub **out, evs_stream *s, const char *pattern,
      * after this read was claimed after the array swap, so its reader
      * sees the new array and delivers it to us. */
     ck_pr_fence_memory();
-    evs_store(&sub->drops_at_start, total_drops(s));
     evs_store_release(&sub->start_id, ids_issued(s));
     pthread_mutex_unlock(&s->sub_lock);
     *out = sub;
@@ -1104,12 +1232,16 @@ int evs_unsubscribe(evs_sub *sub)
         evs__heavy_fence();
     else
         ck_pr_fence_memory();
-    /* A worker of the subscription's own pool is inside its handler too,
-     * and must not wait for the delivering thread: that may be waiting
-     * for room in this very pool. */
-    if (tl_sub != sub && !evs__workers_inside(sub->pool)) {
+    /* Wait for every call in progress except this thread's own (a
+     * handler ending its own subscription; on an inline stream other
+     * publishers may be inside the same handler, and those we wait
+     * for). A worker of the subscription's own pool is inside its
+     * handler too, and must not wait for the delivering thread: that may
+     * be waiting for room in this very pool. */
+    if (!evs__workers_inside(sub->pool)) {
+        unsigned mine = own_calls(sub);
         /* Acquire: the handler's last writes happen before we return. */
-        for (unsigned round = 0; evs_load_acquire(&sub->active) != 0; round++)
+        for (unsigned round = 0; evs_load_acquire(&sub->active) > mine; round++)
             evs__backoff(round);
     }
     /* Pooled: wait for the queued and running calls, then end the
@@ -1184,6 +1316,11 @@ uint64_t evs__stream_ids_issued(evs_stream *s) { return ids_issued(s); }
 
 bool evs__stream_has_topics(const evs_stream *s) { return s->router != NULL; }
 
+bool evs__stream_single_publisher(const evs_stream *s)
+{
+    return s->opts.single_publisher && !is_inline(s);
+}
+
 size_t evs__stream_history_cap(const evs_stream *s) { return s->hist_cap; }
 
 
@@ -1196,7 +1333,7 @@ int evs_sub_stats_get(const evs_sub *csub, evs_sub_stats *out)
     out->filtered = evs_load(&sub->filtered);
     out->handler_errors = evs_load(&sub->errors);
     out->queue_hwm = evs_load(&sub->hwm);
-    out->dropped = total_drops(sub->stream) - evs_load(&sub->drops_at_start);
+    out->dropped = evs_load(&sub->dropped);
     out->delivered_per_s = 0;
     memset(&out->handler, 0, sizeof(out->handler));
     if (sub->metrics != NULL) {
@@ -1215,6 +1352,45 @@ int evs_sub_stats_get(const evs_sub *csub, evs_sub_stats *out)
 
 static bool is_pow2(size_t v) { return v >= 2 && (v & (v - 1)) == 0; }
 
+#define BAD_OPT(...) evs__set_error(EVS_EINVAL, __VA_ARGS__)
+
+/* Validate options (defaults already filled in); EVS_EINVAL with a
+ * sentence for evs_last_error. */
+static int check_opts(const evs_stream_opts *o)
+{
+    if (!is_pow2(o->capacity) || o->capacity > EVS_MAX_CAPACITY)
+        return BAD_OPT("capacity %zu is not a power of two in 2..%zu", o->capacity,
+                       (size_t)EVS_MAX_CAPACITY);
+    if (o->history != EVS_HISTORY_NONE && o->history > EVS_MAX_CAPACITY)
+        return BAD_OPT("history %zu is over %zu", o->history, (size_t)EVS_MAX_CAPACITY);
+    if ((unsigned)o->overflow > EVS_OVERFLOW_FAIL)
+        return BAD_OPT("overflow %d is not an evs_overflow", (int)o->overflow);
+    if ((unsigned)o->delivery > EVS_DELIVERY_INLINE)
+        return BAD_OPT("delivery %d is not an evs_delivery", (int)o->delivery);
+    if ((unsigned)o->wait > EVS_WAIT_SPIN)
+        return BAD_OPT("wait %d is not an evs_wait", (int)o->wait);
+    if (o->heartbeat_ms < 0 || o->block_timeout_ms < 0 || o->metrics_interval_ms < 0)
+        return BAD_OPT("heartbeat_ms, block_timeout_ms and metrics_interval_ms must not be "
+                       "negative");
+    if (o->backpressure_pct < 0 || o->backpressure_pct > 100)
+        return BAD_OPT("backpressure_pct %d is not in 0..100", o->backpressure_pct);
+    if (o->metrics < 0 || o->metrics > EVS_METRICS_SUBS)
+        return BAD_OPT("metrics %d is not an EVS_METRICS_* level", o->metrics);
+    if (o->slot_bytes > EVS_MAX_SLOT_BYTES)
+        return BAD_OPT("slot_bytes %zu is over %zu", o->slot_bytes, EVS_MAX_SLOT_BYTES);
+    if (o->slot_bytes > 0 && o->delivery != EVS_DELIVERY_DISPATCHER)
+        return BAD_OPT("slot_bytes needs dispatcher delivery");
+    if (o->slot_bytes > 0 && o->overflow == EVS_OVERFLOW_DROP_OLDEST)
+        return BAD_OPT("slot_bytes cannot be combined with EVS_OVERFLOW_DROP_OLDEST");
+    /* The timer thread publishes heartbeats: on a single-publisher ring
+     * it would be a second producer, and the two would overwrite each
+     * other's claims (SPEC.md, "Who publishes"). */
+    if (o->single_publisher && o->heartbeat_ms > 0 && o->delivery == EVS_DELIVERY_DISPATCHER)
+        return BAD_OPT("single_publisher cannot be combined with heartbeat_ms: the timer "
+                       "thread publishes the heartbeats, a second publisher");
+    return 0;
+}
+
 int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
 {
     if (out == NULL)
@@ -1225,18 +1401,9 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
         o = *opts;
     if (o.capacity == 0)
         o.capacity = DEFAULT_CAPACITY;
-    if (!is_pow2(o.capacity) || o.capacity > EVS_MAX_CAPACITY || o.heartbeat_ms < 0 ||
-        o.backpressure_pct < 0 || o.backpressure_pct > 100 ||
-        (unsigned)o.overflow > EVS_OVERFLOW_FAIL || o.block_timeout_ms < 0 ||
-        (unsigned)o.delivery > EVS_DELIVERY_INLINE || (unsigned)o.wait > EVS_WAIT_SPIN ||
-        (o.history != EVS_HISTORY_NONE && o.history > EVS_MAX_CAPACITY) ||
-        o.metrics_interval_ms < 0 || o.metrics < 0 || o.metrics > EVS_METRICS_SUBS)
-        return EVS_EINVAL;
-    if (o.slot_bytes > 0 &&
-        (o.slot_bytes > EVS_MAX_SLOT_BYTES || o.delivery != EVS_DELIVERY_DISPATCHER ||
-         o.overflow == EVS_OVERFLOW_DROP_OLDEST))
-        return EVS_EINVAL;
-
+    int rc = check_opts(&o);
+    if (rc != 0)
+        return rc;
     evs_stream *s = evs__aligned_alloc(sizeof(*s));
     if (s == NULL)
         return EVS_ENOMEM;
@@ -1248,7 +1415,7 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
     s->rate_interval_ns = (int64_t)(o.metrics_interval_ms > 0 ? o.metrics_interval_ms : 1000) *
                           1000000;
     evs__rate_init(&s->rate);
-    int rc = EVS_ENOMEM;
+    rc = EVS_ENOMEM;
     if (s->hist_cap > 0 && (s->hist = evs__calloc(s->hist_cap, sizeof(*s->hist))) == NULL)
         goto fail_hist;
     if (o.metrics && (s->htime = evs__calloc(1, sizeof(*s->htime))) == NULL)
@@ -1331,15 +1498,28 @@ static uint64_t undelivered(evs_stream *s)
     return evs__ring_claimed(&s->ring) - evs_load_acquire(&s->done);
 }
 
-/* Wait until `done` reaches `target` (dispatcher mode) or no inline
- * publish is delivering (inline mode), up to timeout_ms. */
+/* Inline: publishes with an id up to `target` still delivering. */
+static uint64_t inline_pending(evs_stream *s, uint64_t target)
+{
+    uint64_t n = 0;
+    pthread_mutex_lock(&s->hist_lock);
+    for (const struct inline_pub *p = s->inflight_head; p != NULL && p->id <= target; p = p->next)
+        n++;
+    pthread_mutex_unlock(&s->hist_lock);
+    return n;
+}
+
+/* Wait until every event numbered up to `target` has been delivered:
+ * `done` reaches it (dispatcher mode), or no inline publish with such an
+ * id is still delivering (inline mode: later publishes are not waited
+ * for, so a busy stream cannot hold the wait forever), up to timeout_ms. */
 static int wait_settled(evs_stream *s, uint64_t target, int timeout_ms, uint64_t *left)
 {
     int64_t deadline = timeout_ms < 0 ? -1 : evs__deadline_after_ms(timeout_ms);
     int rc = 0;
     for (unsigned round = 0;; round++) {
         uint32_t seen = ck_ec32_value(&s->run_ec);
-        uint64_t rest = is_inline(s) ? evs_load(&s->inline_active)
+        uint64_t rest = is_inline(s) ? inline_pending(s, target)
                                      : target - evs_load_acquire(&s->done);
         if ((int64_t)rest <= 0) {
             rest = 0;
@@ -1377,7 +1557,7 @@ int evs_stream_flush(evs_stream *s, int timeout_ms, uint64_t *left)
     if (in_handler_of(s))
         return EVS_EDEADLK;
     int64_t deadline = pools_deadline(timeout_ms);
-    uint64_t target = is_inline(s) ? 0 : evs__ring_claimed(&s->ring);
+    uint64_t target = ids_issued(s);
     waiter_enter(s);
     int rc = wait_settled(s, target, timeout_ms, left);
     waiter_leave(s);
@@ -1397,6 +1577,7 @@ int evs_stream_close(evs_stream *s, int timeout_ms, uint64_t *left)
     if (is_inline(s)) {
         pthread_mutex_lock(&s->hist_lock);
         s->inline_closed = 1;
+        target = s->inline_seq;
         pthread_mutex_unlock(&s->hist_lock);
     } else {
         target = evs__ring_close(&s->ring);
@@ -1458,6 +1639,9 @@ int evs_stream_destroy(evs_stream *s)
     evs__free(s->htime);
     evs__rate_destroy(&s->rate);
     evs__free(s);
+    /* Frees retired by threads that have exited since (the dispatcher,
+     * pool workers) run now, not at some later retire. */
+    evs__epoch_reap();
     return 0;
 }
 

@@ -10,6 +10,12 @@
 /* Is `s` a TopicStream (opts.topics)? Threads: any. */
 bool evs__stream_has_topics(const evs_stream *s);
 
+/* Does `s` take publishes from one thread at a time only (a
+ * single-publisher ring)? A library thread that would publish beside
+ * the user (the NATS bridge's imports) refuses such a stream.
+ * Threads: any. */
+bool evs__stream_single_publisher(const evs_stream *s);
+
 /* How many events the history keeps (0: none). Threads: any. */
 size_t evs__stream_history_cap(const evs_stream *s);
 

@@ -8,6 +8,12 @@
 #include "evstream.h"
 #include "evs_test.h"
 
+static int hold_at_gate(const evs_event *ev, void *user)
+{
+    (void)ev;
+    gate_pass(user);
+    return 0;
+}
 
 Test(broadcast, every_stream_shares_the_payload, .timeout = 30)
 {
@@ -68,4 +74,35 @@ Test(broadcast, bad_arguments_are_einval)
     ASSERT_RC(evs_broadcast(none, 1, NULL, NULL), EVS_EINVAL);
     cr_assert_eq(evs_broadcast(NULL, 0, ev, NULL), 0);
     evs_event_unref(ev);
+}
+
+Test(broadcast, a_drop_under_drop_newest_is_not_counted_as_kept, .timeout = 30)
+{
+    evs_stream *s[2];
+    evs_stream_opts drop = {.capacity = 2, .overflow = EVS_OVERFLOW_DROP_NEWEST};
+    ASSERT_RC(evs_stream_create(&s[0], NULL), 0);
+    ASSERT_RC(evs_stream_create(&s[1], &drop), 0);
+    /* Hold s[1]'s dispatcher so its ring fills. */
+    gate g;
+    gate_init(&g);
+    evs_sub *sub;
+    ASSERT_RC(evs_subscribe(&sub, s[1], NULL, hold_at_gate, NULL, &g, NULL), 0);
+    evs_event *ev;
+    ASSERT_RC(evs_event_create(&ev, EVS_TYPE_MESSAGE, "t", "x", 1), 0);
+    ASSERT_RC(evs_stream_publish(s[1], ev), 0);
+    gate_wait_blocked(&g);
+    ASSERT_RC(evs_stream_publish(s[1], ev), 0);
+    ASSERT_RC(evs_stream_publish(s[1], ev), 0);
+    int results[2] = {-99, -99};
+    cr_assert_eq(evs_broadcast(s, 2, ev, results), 1, "the dropped copy was counted as kept");
+    ASSERT_RC(results[0], 0);
+    ASSERT_RC(results[1], 0); /* as evs_stream_publish returns it */
+    evs_stream_stats st;
+    ASSERT_RC(evs_stream_stats_get(s[1], &st), 0);
+    cr_assert_eq(st.dropped_newest, 1);
+    gate_open(&g);
+    evs_event_unref(ev);
+    for (int i = 0; i < 2; i++)
+        ASSERT_RC(evs_stream_destroy(s[i]), 0);
+    gate_destroy(&g);
 }

@@ -94,6 +94,32 @@ Test(stream, create_rejects_bad_options)
         cr_assert_null(s, "case %zu left an object", i);
     }
     ASSERT_RC(evs_stream_create(NULL, NULL), EVS_EINVAL);
+    ASSERT_RC(evs_stream_create(&s, &bad[0]), EVS_EINVAL);
+    cr_assert_str_eq(evs_last_error(), "capacity 3 is not a power of two in 2..16777216",
+                     "got \"%s\"", evs_last_error());
+}
+
+/* The timer thread publishes heartbeats: on a single-publisher ring it
+ * would be a second publisher, and the two would overwrite each other's
+ * claims, losing accepted events silently. Refused. */
+Test(stream, single_publisher_with_heartbeats_is_refused)
+{
+    evs_stream *s = (evs_stream *)1;
+    evs_stream_opts o = {.single_publisher = true, .heartbeat_ms = 1000};
+    ASSERT_RC(evs_stream_create(&s, &o), EVS_EINVAL);
+    cr_assert_null(s);
+    cr_assert(strstr(evs_last_error(), "single_publisher cannot be combined with heartbeat_ms"),
+              "got \"%s\"", evs_last_error());
+    /* Inline delivery has no ring: heartbeats publish like anyone. */
+    o.delivery = EVS_DELIVERY_INLINE;
+    ASSERT_RC(evs_stream_create(&s, &o), 0);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+    /* Either one alone is fine. */
+    evs_stream_opts sp = {.single_publisher = true}, hb = {.heartbeat_ms = 1000};
+    ASSERT_RC(evs_stream_create(&s, &sp), 0);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+    ASSERT_RC(evs_stream_create(&s, &hb), 0);
+    ASSERT_RC(evs_stream_destroy(s), 0);
 }
 
 Test(stream, publish_delivers_on_the_dispatcher_thread_in_id_order, .timeout = 30)
@@ -1138,4 +1164,108 @@ Test(stream, backpressure_percentage_is_validated)
     evs_stream_opts ok = {.backpressure_pct = 100};
     ASSERT_RC(evs_stream_create(&s, &ok), 0);
     ASSERT_RC(evs_stream_destroy(s), 0);
+}
+
+/* Per subscription, every accepted event it matches is delivered,
+ * filtered or dropped: drops count only where they would have landed. */
+typedef struct held {
+    gate g;
+    atomic_ulong seen;
+} held;
+
+static int hold_first(const evs_event *ev, void *user)
+{
+    held *h = user;
+    (void)ev;
+    if (atomic_fetch_add(&h->seen, 1) == 0)
+        gate_pass(&h->g);
+    return 0;
+}
+
+static void per_sub_drops_under(evs_overflow policy)
+{
+    evs_stream_opts o = {.topics = true, .capacity = 4, .overflow = policy};
+    evs_stream *s = mk_stream(&o);
+    held a = {0}, b = {0};
+    gate_init(&a.g);
+    gate_init(&b.g);
+    gate_open(&b.g);
+    evs_sub *sa, *sb;
+    ASSERT_RC(evs_subscribe(&sa, s, "a.>", hold_first, NULL, &a, NULL), 0);
+    ASSERT_RC(evs_subscribe(&sb, s, "b.>", hold_first, NULL, &b, NULL), 0);
+    evs_event *ea = mk("a.x", "1"), *eb = mk("b.x", "2");
+    /* The first a.x holds the dispatcher: the rest queue, then drop. */
+    ASSERT_RC(evs_stream_publish(s, ea), 0);
+    gate_wait_blocked(&a.g);
+    const int n = 20;
+    for (int i = 1; i < n; i++)
+        ASSERT_RC(evs_stream_publish(s, ea), 0);
+    ASSERT_RC(evs_stream_publish(s, eb), 0); /* dropped too: the ring is full */
+    gate_open(&a.g);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    evs_sub_stats st_a, st_b;
+    ASSERT_RC(evs_sub_stats_get(sa, &st_a), 0);
+    ASSERT_RC(evs_sub_stats_get(sb, &st_b), 0);
+    cr_assert_gt(st_a.dropped, 0);
+    cr_assert_eq(st_a.delivered + st_a.filtered + st_a.dropped, (uint64_t)n,
+                 "a: %llu delivered + %llu dropped != %d", (unsigned long long)st_a.delivered,
+                 (unsigned long long)st_a.dropped, n);
+    cr_assert_eq(st_b.delivered + st_b.dropped, 1, "b: %llu delivered + %llu dropped != 1",
+                 (unsigned long long)st_b.delivered, (unsigned long long)st_b.dropped);
+    evs_stream_stats st;
+    ASSERT_RC(evs_stream_stats_get(s, &st), 0);
+    cr_assert_eq(st.dropped_newest + st.dropped_oldest, st_a.dropped + st_b.dropped);
+    evs_event_unref(ea);
+    evs_event_unref(eb);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+    gate_destroy(&a.g);
+    gate_destroy(&b.g);
+}
+
+Test(stream, subscription_drops_count_only_its_own_events_drop_newest, .timeout = 30)
+{
+    per_sub_drops_under(EVS_OVERFLOW_DROP_NEWEST);
+}
+
+Test(stream, subscription_drops_count_only_its_own_events_drop_oldest, .timeout = 30)
+{
+    per_sub_drops_under(EVS_OVERFLOW_DROP_OLDEST);
+}
+
+static int count_calls(const evs_event *ev, void *user)
+{
+    (void)ev;
+    atomic_fetch_add((atomic_ulong *)user, 1);
+    return 0;
+}
+
+/* Events queued before a subscription and evicted after it was made
+ * were never its to miss. */
+Test(stream, evicting_events_older_than_a_subscription_is_not_its_drop, .timeout = 30)
+{
+    evs_stream_opts o = {.capacity = 4, .overflow = EVS_OVERFLOW_DROP_OLDEST};
+    evs_stream *s = mk_stream(&o);
+    held first = {0};
+    gate_init(&first.g);
+    evs_sub *hold, *late;
+    ASSERT_RC(evs_subscribe(&hold, s, NULL, hold_first, NULL, &first, NULL), 0);
+    evs_event *ev = mk("t", "x");
+    ASSERT_RC(evs_stream_publish(s, ev), 0);
+    gate_wait_blocked(&first.g);
+    for (int i = 0; i < 4; i++) /* fill the ring behind the held one */
+        ASSERT_RC(evs_stream_publish(s, ev), 0);
+    atomic_ulong late_seen = 0;
+    ASSERT_RC(evs_subscribe(&late, s, NULL, count_calls, NULL, &late_seen, NULL), 0);
+    for (int i = 0; i < 3; i++) /* each evicts one queued before `late` */
+        ASSERT_RC(evs_stream_publish(s, ev), 0);
+    gate_open(&first.g);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    evs_sub_stats st;
+    ASSERT_RC(evs_sub_stats_get(late, &st), 0);
+    cr_assert_eq(st.dropped, 0, "late counted %llu drops of older events",
+                 (unsigned long long)st.dropped);
+    cr_assert_eq(st.delivered, 3);
+    evs_event_unref(ev);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+    gate_destroy(&first.g);
 }

@@ -7,11 +7,14 @@
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "evs_internal.h"
+#include "evs_test.h"
 #include "evstream.h"
 
 #define PUBLISHERS 4
@@ -309,4 +312,196 @@ Test(stream_stress, slot_claims_from_four_publishers_with_churn, .timeout = 600)
     cr_assert_eq(f.count, (uint64_t)PUBLISHERS * c.n);
     cr_assert_eq(atomic_load(&c.churn_failures), 0);
     cr_assert_eq(evs_stream_destroy(c.s), 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Regressions (issue 13): unsubscribe from inside an inline handler,   */
+/* a pooled handler on its own full stream, inline flush under load.   */
+
+static void pause_ms(int ms)
+{
+    struct timespec ts = {0, (long)ms * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* Two publishers inside one inline handler: the "slow" call is still
+ * running when the "kill" call unsubscribes. */
+typedef struct two_calls {
+    evs_sub *sub;
+    atomic_int slow_inside;   /* the slow call has started and not ended */
+    atomic_int unsub_started; /* the kill call is about to unsubscribe */
+    atomic_int slow_at_return; /* slow_inside when evs_unsubscribe returned */
+} two_calls;
+
+static int two_calls_handler(const evs_event *ev, void *user)
+{
+    two_calls *t = user;
+    if (strcmp(evs_event_topic(ev), "slow") == 0) {
+        atomic_store(&t->slow_inside, 1);
+        while (!atomic_load(&t->unsub_started))
+            sched_yield();
+        /* Still inside the handler, using `user`, after the other call
+         * began to unsubscribe: evs_unsubscribe must wait for this. */
+        pause_ms(50);
+        atomic_store(&t->slow_inside, 0);
+    } else {
+        while (!atomic_load(&t->slow_inside))
+            sched_yield();
+        atomic_store(&t->unsub_started, 1);
+        cr_assert_eq(evs_unsubscribe(t->sub), 0);
+        atomic_store(&t->slow_at_return, atomic_load(&t->slow_inside));
+    }
+    return 0;
+}
+
+typedef struct topic_pub {
+    evs_stream *s;
+    const char *topic;
+    int rc;
+} topic_pub;
+
+static void *publish_topic(void *arg)
+{
+    topic_pub *p = arg;
+    evs_event *ev;
+    if ((p->rc = evs_event_create(&ev, EVS_TYPE_MESSAGE, p->topic, "x", 1)) != 0)
+        return NULL;
+    p->rc = evs_stream_publish(p->s, ev);
+    evs_event_unref(ev);
+    return NULL;
+}
+
+Test(stream_stress, inline_unsubscribe_inside_a_handler_waits_for_other_publishers, .timeout = 30)
+{
+    evs_stream_opts o = {.delivery = EVS_DELIVERY_INLINE};
+    evs_stream *s;
+    cr_assert_eq(evs_stream_create(&s, &o), 0);
+    two_calls t = {0};
+    cr_assert_eq(evs_subscribe(&t.sub, s, NULL, two_calls_handler, NULL, &t, NULL), 0);
+    topic_pub a = {s, "slow", -99}, b = {s, "kill", -99};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, publish_topic, &a);
+    pthread_create(&tb, NULL, publish_topic, &b);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    cr_assert_eq(a.rc, 0);
+    cr_assert_eq(b.rc, 0);
+    cr_assert_eq(atomic_load(&t.slow_at_return), 0,
+                 "evs_unsubscribe returned while another publisher was in the handler");
+    cr_assert_eq(evs_stream_destroy(s), 0);
+}
+
+/* A pooled handler that publishes to its own stream until it is full. */
+typedef struct self_pub {
+    evs_stream *s;
+    atomic_int first_error;
+    atomic_int calls;
+} self_pub;
+
+static int self_publisher(const evs_event *ev, void *user)
+{
+    self_pub *p = user;
+    atomic_fetch_add(&p->calls, 1);
+    if (strcmp(evs_event_topic(ev), "go") != 0)
+        return 0;
+    for (int i = 0; i < 64; i++) {
+        evs_event *e;
+        cr_assert_eq(evs_event_create(&e, EVS_TYPE_MESSAGE, "more", "x", 1), 0);
+        int rc = evs_stream_publish(p->s, e);
+        evs_event_unref(e);
+        if (rc != 0) {
+            atomic_store(&p->first_error, rc);
+            break;
+        }
+    }
+    return 0;
+}
+
+Test(stream_stress, pooled_handler_publishing_to_its_own_full_stream_gets_edeadlk, .timeout = 30)
+{
+    self_pub p = {0};
+    evs_stream_opts o = {.capacity = 4, .overflow = EVS_OVERFLOW_BLOCK};
+    cr_assert_eq(evs_stream_create(&p.s, &o), 0);
+    evs_sub_opts so = {.max_concurrent = 1, .queue = 1};
+    evs_sub *sub;
+    cr_assert_eq(evs_subscribe(&sub, p.s, NULL, self_publisher, NULL, &p, &so), 0);
+    evs_event *go;
+    cr_assert_eq(evs_event_create(&go, EVS_TYPE_MESSAGE, "go", "x", 1), 0);
+    cr_assert_eq(evs_stream_publish(p.s, go), 0);
+    evs_event_unref(go);
+    /* Without the refusal the worker waits for room only it can make. */
+    for (int i = 0; i < 10000 && atomic_load(&p.first_error) == 0; i++)
+        pause_ms(1);
+    cr_assert_eq(atomic_load(&p.first_error), EVS_EDEADLK, "got %s",
+                 evs_errname(atomic_load(&p.first_error)));
+    cr_assert_eq(evs_stream_flush(p.s, 10000, NULL), 0);
+    cr_assert_eq(evs_unsubscribe(sub), 0);
+    cr_assert_eq(evs_stream_destroy(p.s), 0);
+}
+
+/* Inline flush while publishers never pause: it waits for the events
+ * accepted before the call, not for a quiet moment. Each call returns
+ * only once a later call has begun (a baton), so while the publishers
+ * run there is never a moment with no publish in flight. */
+typedef struct busy {
+    evs_stream *s;
+    atomic_int stop;
+    atomic_ullong entered;
+    atomic_ullong delivered;
+    int rc;
+} busy;
+
+static int busy_handler(const evs_event *ev, void *user)
+{
+    busy *b = user;
+    (void)ev;
+    unsigned long long mine = atomic_fetch_add(&b->entered, 1) + 1;
+    while (atomic_load(&b->entered) == mine && !atomic_load(&b->stop))
+        sched_yield();
+    atomic_fetch_add(&b->delivered, 1);
+    return 0;
+}
+
+static void *busy_publisher(void *arg)
+{
+    busy *b = arg;
+    evs_event *ev;
+    if ((b->rc = evs_event_create(&ev, EVS_TYPE_MESSAGE, "t", "x", 1)) != 0)
+        return NULL;
+    while (!atomic_load(&b->stop))
+        if ((b->rc = evs_stream_publish(b->s, ev)) != 0)
+            break;
+    evs_event_unref(ev);
+    return NULL;
+}
+
+Test(stream_stress, inline_flush_returns_while_publishers_keep_going, .timeout = 60)
+{
+    busy b = {0};
+    evs_stream_opts o = {.delivery = EVS_DELIVERY_INLINE, .history = EVS_HISTORY_NONE};
+    cr_assert_eq(evs_stream_create(&b.s, &o), 0);
+    evs_sub *sub;
+    cr_assert_eq(evs_subscribe(&sub, b.s, NULL, busy_handler, NULL, &b, NULL), 0);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, busy_publisher, &b);
+    for (int i = 0; i < 5; i++) {
+        /* Both publishers are running: calls keep starting. */
+        unsigned long long at = atomic_load(&b.entered);
+        while (atomic_load(&b.entered) < at + 2)
+            sched_yield();
+        evs_stream_stats st;
+        cr_assert_eq(evs_stream_stats_get(b.s, &st), 0);
+        uint64_t left = 99;
+        /* Generous: a flush waits for at most two handler calls here. */
+        ASSERT_RC(evs_stream_flush(b.s, 3000, &left), 0);
+        cr_assert_eq(left, 0);
+        /* Everything accepted before the call was delivered. */
+        cr_assert_geq(atomic_load(&b.delivered), st.published);
+    }
+    atomic_store(&b.stop, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    cr_assert_eq(b.rc, 0);
+    cr_assert_eq(evs_stream_destroy(b.s), 0);
 }
