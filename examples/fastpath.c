@@ -75,8 +75,22 @@ static int run(const char *name, bool slots)
     return rc;
 }
 
+/* A single publisher means exactly one: heartbeats would come from the
+ * timer thread, a second publisher, so the stream refuses them and
+ * evs_last_error says why. */
+static void no_second_publisher(void)
+{
+    evs_stream_opts o = {.single_publisher = true, .heartbeat_ms = 1000};
+    evs_stream *s;
+    int rc = evs_stream_create(&s, &o);
+    printf("single_publisher + heartbeat_ms: %s (%s)\n", evs_errname(rc), evs_last_error());
+    if (rc == 0)
+        evs_stream_destroy(s);
+}
+
 int main(void)
 {
+    no_second_publisher();
     int rc = run("publish_move", false);
     if (rc == 0)
         rc = run("claim/commit", true);

@@ -6,6 +6,7 @@
  */
 #include <criterion/criterion.h>
 #include <limits.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "evstream.h"
@@ -79,4 +80,24 @@ Test(error, strings_are_literals_not_buffers)
     cr_assert_eq(b, evs_strerror(-12345));
     cr_assert_str_eq(a, "out of memory");
     cr_assert_eq(evs_errname(EVS_ETYPE), evs_errname(EVS_ETYPE));
+}
+
+static void *read_last_error(void *arg)
+{
+    *(const char **)arg = evs_last_error();
+    return NULL;
+}
+
+Test(error, last_error_is_a_sentence_per_thread)
+{
+    evs_stream *s;
+    evs_stream_opts bad = {.backpressure_pct = 101};
+    cr_assert_eq(evs_stream_create(&s, &bad), EVS_EINVAL);
+    cr_assert_str_eq(evs_last_error(), "backpressure_pct 101 is not in 0..100");
+    const char *other = NULL;
+    pthread_t t;
+    pthread_create(&t, NULL, read_last_error, &other);
+    pthread_join(t, NULL);
+    cr_assert_not_null(other);
+    cr_assert_str_eq(other, "", "another thread sees its own (empty) message");
 }

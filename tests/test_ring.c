@@ -37,7 +37,7 @@ Test(ring, evicting_a_slot_still_being_written_backs_off_until_it_is_published)
 {
     struct evs_ring r;
     ASSERT_RC(evs__ring_init(&r, 4, false), 0);
-    uint64_t pos;
+    uint64_t pos = UINT64_MAX;
     for (uint64_t i = 0; i < 4; i++) {
         ASSERT_RC(evs__ring_claim(&r, &pos), 0);
         cr_assert_eq(pos, i);

@@ -448,7 +448,7 @@ typedef struct busy {
     atomic_int stop;
     atomic_ullong entered;
     atomic_ullong delivered;
-    int rc;
+    atomic_int rc; /* a publisher's first error */
 } busy;
 
 static int busy_handler(const evs_event *ev, void *user)
@@ -466,11 +466,11 @@ static void *busy_publisher(void *arg)
 {
     busy *b = arg;
     evs_event *ev;
-    if ((b->rc = evs_event_create(&ev, EVS_TYPE_MESSAGE, "t", "x", 1)) != 0)
-        return NULL;
-    while (!atomic_load(&b->stop))
-        if ((b->rc = evs_stream_publish(b->s, ev)) != 0)
-            break;
+    int rc = evs_event_create(&ev, EVS_TYPE_MESSAGE, "t", "x", 1);
+    while (rc == 0 && !atomic_load(&b->stop))
+        rc = evs_stream_publish(b->s, ev);
+    if (rc != 0)
+        atomic_store(&b->rc, rc);
     evs_event_unref(ev);
     return NULL;
 }
@@ -502,6 +502,6 @@ Test(stream_stress, inline_flush_returns_while_publishers_keep_going, .timeout =
     atomic_store(&b.stop, 1);
     for (int i = 0; i < 2; i++)
         pthread_join(t[i], NULL);
-    cr_assert_eq(b.rc, 0);
+    cr_assert_eq(atomic_load(&b.rc), 0);
     cr_assert_eq(evs_stream_destroy(b.s), 0);
 }
