@@ -34,7 +34,7 @@ int evs__router_create(evs_router **out, size_t cache_max, size_t max_topics)
     int rc = EVS_ENOMEM;
     if (evs__sublist_create(&r->index) != 0 ||
         evs__topics_create(&r->topics, max_topics ? max_topics : DEFAULT_MAX_TOPICS) != 0 ||
-        evs__subcache_create(&r->cache, cache_max) != 0)
+        evs__subcache_create(&r->cache, cache_max, 0) != 0)
         goto fail;
     if (pthread_rwlock_init(&r->index_lock, NULL) != 0) {
         rc = EVS_ESYSTEM;
