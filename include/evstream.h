@@ -481,9 +481,16 @@ typedef struct evs_stream_opts {
                                       subscriptions the dispatcher caches;
                                       0 = 65536 */
     size_t       max_topics;       /* TopicStream: distinct subjects tracked
-                                      for evs_stream_topics; 0 = 100000; past
-                                      it, new subjects are delivered but not
-                                      listed (stats.topics_untracked) */
+                                      for evs_stream_topics; 0 = 100000. The
+                                      table also holds at most max_topics x
+                                      256 bytes of entries. A new subject
+                                      that finds it full reclaims subjects
+                                      with no subscribers and no publish
+                                      since last looked at (least recently
+                                      used first, approximately;
+                                      stats.topics_evicted); if none, it is
+                                      delivered but not listed
+                                      (stats.topics_untracked) */
     int          heartbeat_ms;     /* 0 = no heartbeats; > 0: whenever the
                                       stream has been idle this long, an
                                       EVS_TYPE_HEARTBEAT event with an empty
@@ -511,7 +518,19 @@ typedef struct evs_stream_opts {
                                       .delivered_per_s), 2.3 KiB more for each */
     int          metrics_interval_ms; /* the "last interval" of the
                                       *_per_s rates in stats; 0 = 1000 */
+    int          topic_idle_ms;    /* TopicStream: a subject with no exact
+                                      subscriber and no publish for this long
+                                      leaves the topic table, its counts with
+                                      it (stats.topics_evicted), between 1 and
+                                      1.5 times this after its last use; the
+                                      heartbeat service thread sweeps every
+                                      topic_idle_ms / 2. 0 = 60000 (a
+                                      minute); EVS_TOPIC_IDLE_NEVER = only
+                                      the max_topics bound reclaims */
 } evs_stream_opts;
+
+/* Pass as opts.topic_idle_ms to keep idle subjects until max_topics. */
+#define EVS_TOPIC_IDLE_NEVER (-1)
 
 #define EVS_HEARTBEAT_DEFAULT_MS 30000
 
@@ -812,7 +831,10 @@ typedef int (*evs_topic_fn)(const char *subject, const evs_topic_stats *st, void
 /*
  * List the subjects of a TopicStream: those published to, and those
  * subscribed to with a wildcard-free pattern (at most opts.max_topics),
- * with their counts. `fn` runs on the calling thread with no evstream
+ * with their counts. A subject with exact subscribers is always listed
+ * (if it found room when subscribed); one without leaves the list once
+ * idle for opts.topic_idle_ms, or when new subjects need its room, and
+ * comes back with counts from zero at its next publish. `fn` runs on the calling thread with no evstream
  * lock held, on a snapshot taken when the call began.
  * Returns 0, fn's non-zero value, EVS_EINVAL (not a TopicStream, NULL
  * arguments) or EVS_ENOMEM.
@@ -879,6 +901,11 @@ typedef struct evs_stream_stats {
                                  previous poll */
     double   delivered_per_s; /* handler calls per second, likewise */
     evs_latency handler;     /* handler time (opts.metrics) */
+    uint64_t topics_evicted; /* TopicStream: subjects dropped from the topic
+                                table, with their counts, for idleness
+                                (opts.topic_idle_ms) or to make room
+                                (opts.max_topics); never ones with
+                                subscribers */
 } evs_stream_stats;
 
 /*

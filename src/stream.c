@@ -1428,7 +1428,8 @@ int evs_stream_create(evs_stream **out, const evs_stream_opts *opts)
         rc = EVS_ESYSTEM;
         goto fail_sub_lock;
     }
-    if (o.topics && (rc = evs__router_create(&s->router, o.topic_cache, o.max_topics)) != 0)
+    if (o.topics && (rc = evs__router_create(&s->router, o.topic_cache, o.max_topics,
+                                               o.topic_idle_ms)) != 0)
         goto fail_hist_lock;
     if (!is_inline(s)) {
         if ((rc = evs__ring_init(&s->ring, o.capacity, o.single_publisher)) != 0)
@@ -1673,6 +1674,7 @@ int evs_stream_stats_get(evs_stream *s, evs_stream_stats *out)
     if (s->router != NULL) {
         out->topics = evs__router_topic_count(s->router);
         out->topics_untracked = evs__router_untracked(s->router);
+        out->topics_evicted = evs__router_evicted(s->router);
     }
     struct sub_array *a;
     pthread_mutex_lock(&s->sub_lock);

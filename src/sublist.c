@@ -616,6 +616,7 @@ struct centry {
     void **items;   /* n items, inside this allocation */
     uint32_t n;
     uint32_t slot;  /* index in slots[] */
+    uint32_t size;  /* bytes of this allocation (at most max_bytes / 64) */
     bool ref;       /* CLOCK: hit since the hand last passed */
     char key[];
 };
@@ -625,22 +626,26 @@ struct evs_subcache {
     struct centry **slots;  /* slots[0..used): every entry, for CLOCK */
     size_t used, cap;       /* entries; slots allocated */
     size_t max;             /* at most this many entries */
+    size_t max_bytes;       /* and at most this many bytes of entries */
+    size_t bytes;           /* bytes of entries held */
     size_t hand;            /* CLOCK hand, an index into slots */
     uint64_t last_gen;      /* newest generation inserted: older entries are stale */
     unsigned long seed;
 };
 
-int evs__subcache_create(evs_subcache **out, size_t max_entries)
+int evs__subcache_create(evs_subcache **out, size_t max_entries, size_t max_bytes)
 {
     if (out == NULL)
         return EVS_EINVAL;
     *out = NULL;
-    if (max_entries > ((size_t)1 << 30))
+    if (max_entries > ((size_t)1 << 30) || max_bytes > EVS_SUBCACHE_MAX_BYTES ||
+        (max_bytes > 0 && max_bytes < EVS_SUBCACHE_MIN_BYTES))
         return EVS_EINVAL;
     evs_subcache *c = evs__calloc(1, sizeof *c);
     if (c == NULL)
         return EVS_ENOMEM;
     c->max = max_entries ? max_entries : EVS_SUBCACHE_DEFAULT_MAX;
+    c->max_bytes = max_bytes ? max_bytes : EVS_SUBCACHE_DEFAULT_BYTES;
     c->seed = make_seed(c);
     /* No CK_HS_MODE_DELETE: its per-slot probe bounds cost a second cache
      * miss per lookup, and cache lookups are mostly hits, which stop at
@@ -661,6 +666,13 @@ void evs__subcache_clear(evs_subcache *c)
     }
     c->used = 0;
     c->hand = 0;
+    c->bytes = 0;
+    /* Give the map and the slot array back too; a failed reset keeps
+     * the old (empty) map, which is still correct. */
+    (void)ck_hs_reset_size(&c->hs, 64);
+    evs__free(c->slots);
+    c->slots = NULL;
+    c->cap = 0;
 }
 
 void evs__subcache_destroy(evs_subcache *c)
@@ -675,6 +687,8 @@ void evs__subcache_destroy(evs_subcache *c)
 }
 
 size_t evs__subcache_count(const evs_subcache *c) { return c->used; }
+
+size_t evs__subcache_bytes(const evs_subcache *c) { return c->bytes; }
 
 bool evs__subcache_lookup(evs_subcache *c, const char *subject, size_t len, uint64_t gen,
                           void *const **items, size_t *n)
@@ -705,15 +719,34 @@ static struct centry *clock_victim(evs_subcache *c)
     }
 }
 
+/* Remove the CLOCK victim outright (its slot filled by the last entry),
+ * to make room in bytes. */
+static void drop_victim(evs_subcache *c)
+{
+    struct centry *v = clock_victim(c);
+    ck_hs_remove(&c->hs, v->k.hash, &v->k);
+    struct centry *last = c->slots[--c->used];
+    if (v->slot != c->used) {
+        c->slots[v->slot] = last;
+        last->slot = v->slot;
+    }
+    c->bytes -= v->size;
+    evs__free(v);
+}
+
 static struct centry *cache_put(evs_subcache *c, const char *subject, size_t len, uint64_t gen,
                                 void *const *items, size_t n)
 {
     size_t off = (offsetof(struct centry, key) + len + 7) & ~(size_t)7;
-    if (n > UINT32_MAX || n > (SIZE_MAX - off) / sizeof(void *))
+    /* A result over max_bytes / 64 is not cached: one huge fan-out must
+     * not empty the cache, and the bound keeps `size` in 32 bits. */
+    if (off > c->max_bytes / 64 || n > (c->max_bytes / 64 - off) / sizeof(void *))
         return NULL;
-    struct centry *e = evs__malloc(off + n * sizeof(void *));
+    size_t size = off + n * sizeof(void *);
+    struct centry *e = evs__malloc(size);
     if (e == NULL)
         return NULL;
+    e->size = (uint32_t)size;
     memcpy(e->key, subject, len);
     e->items = (void **)(void *)((char *)e + off);
     if (n > 0)
@@ -727,12 +760,18 @@ static struct centry *cache_put(evs_subcache *c, const char *subject, size_t len
     if (gen > c->last_gen)
         c->last_gen = gen;
 
+    /* Over the byte bound: drop victims until the new entry fits as an
+     * addition (an old entry for the same subject may go too; the put
+     * below then adds instead of replacing). So bytes <= max_bytes. */
+    while (c->used > 0 && c->bytes + e->size > c->max_bytes)
+        drop_victim(c);
     void *old = NULL;
     /* Same subject: swap the object in place (no allocation). */
     if (ck_hs_fas(&c->hs, e->k.hash, &e->k, &old)) {
         struct centry *o = old;
         e->slot = o->slot;
         c->slots[e->slot] = e;
+        c->bytes = c->bytes - o->size + e->size;
         evs__free(o);
         return e;
     }
@@ -741,6 +780,7 @@ static struct centry *cache_put(evs_subcache *c, const char *subject, size_t len
         victim = clock_victim(c);
         ck_hs_remove(&c->hs, victim->k.hash, &victim->k);
         e->slot = victim->slot;
+        c->bytes -= victim->size;
         evs__free(victim);
     } else {
         if (c->used == c->cap) {
@@ -769,6 +809,7 @@ static struct centry *cache_put(evs_subcache *c, const char *subject, size_t len
         return NULL;
     }
     c->slots[e->slot] = e;
+    c->bytes += e->size;
     if (victim == NULL)
         c->used++;
     return e;

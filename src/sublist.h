@@ -93,9 +93,9 @@ uint64_t evs__sublist_generation(const evs_sublist *sl);
  * with the generation it was computed at. A lookup hits only when the
  * stamp equals the generation the caller passes, so any insert or remove
  * invalidates every entry at once without touching them. At most
- * max_entries subjects are kept; when full, an insert evicts one entry
- * chosen by CLOCK (stale entries first, then ones not hit since the hand
- * last passed). A cache serves one sublist for its whole life
+ * max_entries subjects and max_bytes bytes are kept; when full, an
+ * insert evicts entries chosen by CLOCK (stale entries first, then ones
+ * not hit since the hand last passed). A cache serves one sublist for its whole life
  * (generations of different sublists are not comparable).
  *
  * Cost: a hit is one hash of the subject and one table probe, with no
@@ -109,13 +109,25 @@ typedef struct evs_subcache evs_subcache;
 /* Entries kept when max_entries is 0: room for a large working set of
  * subjects at about 100 bytes each plus their results. */
 #define EVS_SUBCACHE_DEFAULT_MAX 65536u
+/* Bytes of entries kept when max_bytes is 0: the default entry count at
+ * about 256 bytes each (a subject and a few subscriptions). A result
+ * over max_bytes / 64 (here 256 KiB, 32,000 subscriptions) is never
+ * cached, so one huge fan-out cannot empty the cache. */
+#define EVS_SUBCACHE_DEFAULT_BYTES ((size_t)16 << 20)
+/* max_bytes limits: at least one longest subject per entry; the per-entry
+ * bound (max_bytes / 64) fits in 32 bits. */
+#define EVS_SUBCACHE_MIN_BYTES ((size_t)1 << 20)
+#define EVS_SUBCACHE_MAX_BYTES ((size_t)1 << 38)
 
 /*
- * Create an empty cache of at most `max_entries` subjects (0 = the
- * default). Returns 0, EVS_EINVAL (out NULL, max_entries over 2^30) or
- * EVS_ENOMEM (*out = NULL then).
+ * Create an empty cache of at most `max_entries` subjects and
+ * `max_bytes` bytes of entries (header, subject and results; 0 = the
+ * defaults). The hash map and slot array add at most 24 bytes per entry
+ * on top. Returns 0, EVS_EINVAL (out NULL, max_entries over 2^30,
+ * max_bytes outside [EVS_SUBCACHE_MIN_BYTES, EVS_SUBCACHE_MAX_BYTES])
+ * or EVS_ENOMEM (*out = NULL then).
  */
-int evs__subcache_create(evs_subcache **out, size_t max_entries);
+int evs__subcache_create(evs_subcache **out, size_t max_entries, size_t max_bytes);
 
 /* Free the cache (not the items). NULL is accepted. */
 void evs__subcache_destroy(evs_subcache *c);
@@ -130,11 +142,13 @@ bool evs__subcache_lookup(evs_subcache *c, const char *subject, size_t len, uint
 
 /*
  * Store a copy of items[0..n) for `subject`, stamped `gen`, replacing an
- * entry for the same subject and evicting another when full.
+ * entry for the same subject and evicting others when full (by count or
+ * by bytes).
  * Returns 0, EVS_EINVAL (NULL c or subject, NULL items with n > 0, len
- * over EVS_MAX_TOPIC) or EVS_ENOMEM (the subject is then not cached and
- * lookups answer as before, except that a full cache may have evicted
- * one other entry).
+ * over EVS_MAX_TOPIC) or EVS_ENOMEM (out of memory, or the entry would
+ * be over max_bytes / 64: the subject is then not cached and lookups
+ * answer as before, except that a full cache may have evicted other
+ * entries).
  */
 int evs__subcache_insert(evs_subcache *c, const char *subject, size_t len, uint64_t gen,
                          void *const *items, size_t n);
@@ -149,10 +163,13 @@ int evs__subcache_insert(evs_subcache *c, const char *subject, size_t len, uint6
 int evs__subcache_match(evs_subcache *c, const evs_sublist *sl, const char *subject,
                         size_t len, evs_itemvec *scratch, void *const **items, size_t *n);
 
-/* Drop every entry. */
+/* Drop every entry and give the storage back (the map and the slot
+ * array shrink to their initial size). */
 void evs__subcache_clear(evs_subcache *c);
 
 /* Entries held (stale ones included). */
 size_t evs__subcache_count(const evs_subcache *c);
+/* Bytes of entries held: at most max_bytes. */
+size_t evs__subcache_bytes(const evs_subcache *c);
 
 #endif /* EVS_SUBLIST_H */

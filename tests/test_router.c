@@ -13,6 +13,7 @@
 #include "evs_internal.h"
 #include "evstream.h"
 #include "evs_test.h"
+#include "router.h"
 
 
 typedef struct got {
@@ -120,7 +121,7 @@ Test(router, unsubscribe_and_subscribe_invalidate_the_cached_route, .timeout = 3
 typedef struct listing {
     int n;
     uint64_t published_ab, subscribers_ab, published_cd;
-    bool saw_wildcard;
+    bool saw_wildcard, saw_t1;
 } listing;
 
 static int collect(const char *subject, const evs_topic_stats *st, void *user)
@@ -132,6 +133,8 @@ static int collect(const char *subject, const evs_topic_stats *st, void *user)
         l->subscribers_ab = st->subscribers;
     } else if (strcmp(subject, "c.d") == 0) {
         l->published_cd = st->published;
+    } else if (strcmp(subject, "t1") == 0) {
+        l->saw_t1 = true;
     } else if (strchr(subject, '*') || strchr(subject, '>')) {
         l->saw_wildcard = true;
     }
@@ -183,7 +186,8 @@ Test(router, topics_lists_published_and_exactly_subscribed_subjects, .timeout = 
     ASSERT_RC(evs_stream_destroy(s), 0);
 }
 
-Test(router, subjects_past_max_topics_are_delivered_but_not_listed, .timeout = 30)
+Test(router, a_full_table_drops_the_least_recently_used_subject_without_subscribers,
+     .timeout = 30)
 {
     evs_stream_opts o = {.topics = true, .max_topics = 2};
     evs_stream *s;
@@ -199,7 +203,39 @@ Test(router, subjects_past_max_topics_are_delivered_but_not_listed, .timeout = 3
     evs_stream_stats st;
     ASSERT_RC(evs_stream_stats_get(s, &st), 0);
     cr_assert_eq(st.topics, 2);
-    cr_assert_eq(st.topics_untracked, 1);
+    cr_assert_eq(st.topics_evicted, 1, "t1 made room for t3");
+    cr_assert_eq(st.topics_untracked, 0);
+    listing l = {0};
+    ASSERT_RC(evs_stream_topics(s, collect, &l), 0);
+    cr_assert_eq(l.n, 2);
+    cr_assert(!l.saw_t1, "the oldest subject went");
+    ASSERT_RC(evs_stream_destroy(s), 0);
+}
+
+Test(router, subjects_past_a_table_of_subscribed_subjects_are_delivered_but_not_listed,
+     .timeout = 30)
+{
+    evs_stream_opts o = {.topics = true, .max_topics = 2};
+    evs_stream *s;
+    ASSERT_RC(evs_stream_create(&s, &o), 0);
+    got g = {0};
+    evs_sub *all, *x, *y;
+    ASSERT_RC(evs_subscribe(&all, s, ">", remember, NULL, &g, NULL), 0);
+    ASSERT_RC(evs_subscribe(&x, s, "a.b", remember, NULL, &g, NULL), 0);
+    ASSERT_RC(evs_subscribe(&y, s, "c.d", remember, NULL, &g, NULL), 0);
+    ASSERT_RC(pub(s, "t3"), 0);
+    ASSERT_RC(pub(s, "t3"), 0);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    cr_assert_eq(atomic_load(&g.n), 2);
+    evs_stream_stats st;
+    ASSERT_RC(evs_stream_stats_get(s, &st), 0);
+    cr_assert_eq(st.topics, 2);
+    cr_assert_eq(st.topics_untracked, 2);
+    cr_assert_eq(st.topics_evicted, 0, "subscribed subjects are never dropped");
+    listing l = {0};
+    ASSERT_RC(evs_stream_topics(s, collect, &l), 0);
+    cr_assert_eq(l.n, 2);
+    cr_assert_eq(l.subscribers_ab, 1);
     ASSERT_RC(evs_stream_destroy(s), 0);
 }
 
@@ -321,4 +357,302 @@ Test(router, order_holds_under_subscription_churn, .timeout = 300)
     cr_assert_eq(exact.count, (uint64_t)TP_PUBS * TP_N);
     cr_assert_eq(wild.count, (uint64_t)TP_PUBS * TP_N);
     ASSERT_RC(evs_stream_destroy(c.s), 0);
+}
+
+/* ---- reclaiming the topic table ------------------------------------ */
+
+#define JUNK 10000
+
+static void route_n(evs_router *r, const char *fmt, int n)
+{
+    evs_itemvec v = {0};
+    char subject[64];
+    for (int i = 0; i < n; i++) {
+        snprintf(subject, sizeof(subject), fmt, i);
+        evs_topic *t;
+        ASSERT_RC(evs__router_route(r, subject, strlen(subject), &v, &t), 0);
+        cr_assert_not_null(t);
+        ck_pr_add_64(&t->published, 1); /* what a delivering thread does */
+    }
+    evs__itemvec_fini(&v);
+}
+
+Test(router, idle_subjects_without_subscribers_are_reclaimed_after_two_idle_sweeps,
+     .timeout = 60)
+{
+    evs_router *r;
+    ASSERT_RC(evs__router_create(&r, 0, 0, EVS_TOPIC_IDLE_NEVER), 0);
+    int sub;
+    evs_topic *kept;
+    ASSERT_RC(evs__router_add(r, "keep.me", &sub, &kept), 0);
+    cr_assert_not_null(kept);
+    route_n(r, "junk.s%d", JUNK);
+    route_n(r, "hot.one", 1);
+    cr_assert_eq(evs__router_topic_count(r), JUNK + 2);
+    cr_assert_eq(evs__router_sweep(r), 0, "the sweep that sees activity keeps all");
+    cr_assert_eq(evs__router_sweep(r), 0, "idle once is not enough");
+    route_n(r, "hot.one", 1);
+    cr_assert_eq(evs__router_sweep(r), JUNK, "idle at two sweeps in a row: gone");
+    cr_assert_eq(evs__router_topic_count(r), 2, "the subscribed and the hot subject stay");
+    cr_assert_eq(evs__router_evicted(r), JUNK);
+    cr_assert_eq(evs__router_untracked(r), 0);
+
+    /* Unsubscribing counts as activity; then it goes like the others. */
+    evs__router_remove(r, "keep.me", &sub, kept);
+    cr_assert_eq(evs__router_sweep(r), 0);
+    cr_assert_eq(evs__router_sweep(r), 1, "hot.one, idle twice since its publish");
+    cr_assert_eq(evs__router_sweep(r), 1, "keep.me");
+    cr_assert_eq(evs__router_topic_count(r), 0);
+    cr_assert_eq(evs__router_evicted(r), JUNK + 2);
+
+    /* A subject that comes back is a new entry, counts from zero. */
+    route_n(r, "junk.s%d", 1);
+    cr_assert_eq(evs__router_topic_count(r), 1);
+    evs__router_destroy(r);
+}
+
+Test(router, a_subscribed_subject_is_never_reclaimed, .timeout = 30)
+{
+    evs_router *r;
+    ASSERT_RC(evs__router_create(&r, 0, 4, EVS_TOPIC_IDLE_NEVER), 0);
+    int sub;
+    evs_topic *kept;
+    ASSERT_RC(evs__router_add(r, "keep.me", &sub, &kept), 0);
+    route_n(r, "junk.s%d", 100); /* the full table makes room 99 times */
+    for (int i = 0; i < 5; i++)
+        evs__router_sweep(r);
+    cr_assert_eq(evs__router_topic_count(r), 1);
+    cr_assert_eq(evs_load(&kept->subscribers), 1);
+    cr_assert_eq(evs__router_evicted(r), 100);
+    evs__router_remove(r, "keep.me", &sub, kept);
+    evs__router_destroy(r);
+}
+
+Test(router, bad_topic_idle_is_einval, .timeout = 30)
+{
+    evs_stream_opts o = {.topics = true, .topic_idle_ms = -2};
+    evs_stream *s = (evs_stream *)1;
+    ASSERT_RC(evs_stream_create(&s, &o), EVS_EINVAL);
+    cr_assert_null(s);
+    o.topic_idle_ms = EVS_TOPIC_IDLE_NEVER;
+    ASSERT_RC(evs_stream_create(&s, &o), 0);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+}
+
+typedef struct kept_listing {
+    int n;
+    uint64_t published, subscribers;
+} kept_listing;
+
+static int find_kept(const char *subject, const evs_topic_stats *st, void *user)
+{
+    kept_listing *k = user;
+    k->n++;
+    if (strcmp(subject, "keep.me") == 0) {
+        k->published = st->published;
+        k->subscribers = st->subscribers;
+    }
+    return 0;
+}
+
+/* Through the stream, on the heartbeat service's (fake) clock: 10,000
+ * subjects nobody subscribes to leave within 1.5 x topic_idle_ms; the
+ * subscribed one stays with its counts; routes cached for the dropped
+ * ones are never used again (ASan would see the retired entries). */
+static void idle_subjects_leave(evs_delivery delivery)
+{
+    ASSERT_RC(evs__hb_set_clock(&fake_clock), 0);
+    evs_stream_opts o = {.topics = true, .topic_idle_ms = 1000, .delivery = delivery};
+    evs_stream *s;
+    ASSERT_RC(evs_stream_create(&s, &o), 0);
+    got all = {0}, keep = {0};
+    evs_sub *a, *k;
+    ASSERT_RC(evs_subscribe(&a, s, ">", remember, NULL, &all, NULL), 0);
+    ASSERT_RC(evs_subscribe(&k, s, "keep.me", remember, NULL, &keep, NULL), 0);
+    char subject[64];
+    for (int i = 0; i < JUNK; i++) {
+        snprintf(subject, sizeof(subject), "junk.s%d", i);
+        ASSERT_RC(pub(s, subject), 0);
+    }
+    ASSERT_RC(pub(s, "keep.me"), 0);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    evs_stream_stats st;
+    ASSERT_RC(evs_stream_stats_get(s, &st), 0);
+    cr_assert_eq(st.topics, JUNK + 1);
+
+    clock_at_ms(500);  /* sweeps every 500 ms: this one sees the publishes */
+    clock_at_ms(999);
+    ASSERT_RC(evs_stream_stats_get(s, &st), 0);
+    cr_assert_eq(st.topics, JUNK + 1, "nothing goes before topic_idle_ms");
+    clock_at_ms(1000);
+    clock_at_ms(1500);
+    ASSERT_RC(evs_stream_stats_get(s, &st), 0);
+    cr_assert_eq(st.topics, 1, "only keep.me is left, got %llu", (unsigned long long)st.topics);
+    cr_assert_eq(st.topics_evicted, JUNK);
+    kept_listing l = {0};
+    ASSERT_RC(evs_stream_topics(s, find_kept, &l), 0);
+    cr_assert_eq(l.n, 1);
+    cr_assert_eq(l.published, 1);
+    cr_assert_eq(l.subscribers, 1);
+
+    /* Dropped subjects still route, and come back counted from zero. */
+    for (int i = 0; i < 3; i++)
+        ASSERT_RC(pub(s, "junk.s7"), 0);
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    cr_assert_eq(atomic_load(&all.n), JUNK + 1 + 3);
+    cr_assert_eq(atomic_load(&keep.n), 1);
+    ASSERT_RC(evs_stream_stats_get(s, &st), 0);
+    cr_assert_eq(st.topics, 2);
+    cr_assert_eq(st.topics_untracked, 0);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+    ASSERT_RC(evs__hb_set_clock(NULL), 0);
+}
+
+Test(router, dispatcher_idle_subjects_leave_after_the_idle_time, .timeout = 60)
+{
+    idle_subjects_leave(EVS_DELIVERY_DISPATCHER);
+}
+
+Test(router, inline_idle_subjects_leave_after_the_idle_time, .timeout = 60)
+{
+    idle_subjects_leave(EVS_DELIVERY_INLINE);
+}
+
+/* The default: subjects published once and never subscribed to are
+ * gone 90 s later (sweeps every 30 s). Uses only what the API had before
+ * reclaiming existed, so it shows the old table never shrank. */
+Test(router, by_default_unsubscribed_subjects_are_gone_within_ninety_seconds, .timeout = 60)
+{
+    ASSERT_RC(evs__hb_set_clock(&fake_clock), 0);
+    evs_stream_opts o = {.topics = true};
+    evs_stream *s;
+    ASSERT_RC(evs_stream_create(&s, &o), 0);
+    char subject[64];
+    for (int i = 0; i < JUNK; i++) {
+        snprintf(subject, sizeof(subject), "junk.s%d", i);
+        ASSERT_RC(pub(s, subject), 0);
+    }
+    ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+    evs_stream_stats st;
+    ASSERT_RC(evs_stream_stats_get(s, &st), 0);
+    cr_assert_eq(st.topics, JUNK);
+    for (int64_t ms = 30000; ms <= 90000; ms += 30000)
+        clock_at_ms(ms);
+    ASSERT_RC(evs_stream_stats_get(s, &st), 0);
+    cr_assert_eq(st.topics, 0, "got %llu", (unsigned long long)st.topics);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+    ASSERT_RC(evs__hb_set_clock(NULL), 0);
+}
+
+/* Stress: threads subscribe to fresh exact subjects, publish to them and
+ * to many junk subjects, list the table and unsubscribe, while another
+ * thread drives sweeps and a small max_topics makes publishers reclaim.
+ * Every subscriber gets exactly its events; at the end the table
+ * empties. Run under make tsan and make asan. */
+#define RS_THREADS 3
+#define RS_ROUNDS 600
+#define RS_EVENTS 5
+#define RS_JUNK 20
+
+typedef struct rs_ctx {
+    evs_stream *s;
+    atomic_int running;
+    atomic_int failures;
+} rs_ctx;
+
+typedef struct rs_worker {
+    rs_ctx *c;
+    int index;
+} rs_worker;
+
+static int count_listed(const char *subject, const evs_topic_stats *st, void *user)
+{
+    (void)subject;
+    (void)st;
+    (*(int *)user)++;
+    return 0;
+}
+
+static void *rs_work(void *arg)
+{
+    rs_worker *w = arg;
+    evs_stream *s = w->c->s;
+    char subject[64];
+    for (int round = 0; round < RS_ROUNDS; round++) {
+        got g = {0};
+        evs_sub *sub;
+        snprintf(subject, sizeof(subject), "w%d.r%d", w->index, round);
+        if (evs_subscribe(&sub, s, subject, remember, NULL, &g, NULL) != 0) {
+            atomic_fetch_add(&w->c->failures, 1);
+            break;
+        }
+        for (int i = 0; i < RS_EVENTS; i++)
+            if (pub(s, subject) != 0)
+                atomic_fetch_add(&w->c->failures, 1);
+        char junk[64];
+        for (int j = 0; j < RS_JUNK; j++) {
+            snprintf(junk, sizeof(junk), "j%d.r%d.n%d", w->index, round, j);
+            if (pub(s, junk) != 0)
+                atomic_fetch_add(&w->c->failures, 1);
+        }
+        int listed = 0;
+        if (evs_stream_flush(s, EVS_FOREVER, NULL) != 0 ||
+            evs_stream_topics(s, count_listed, &listed) != 0 ||
+            atomic_load(&g.n) != RS_EVENTS)
+            atomic_fetch_add(&w->c->failures, 1);
+        if (evs_unsubscribe(sub) != 0)
+            atomic_fetch_add(&w->c->failures, 1);
+    }
+    atomic_fetch_sub(&w->c->running, 1);
+    return NULL;
+}
+
+static void topic_reclaim_stress(evs_delivery delivery)
+{
+    ASSERT_RC(evs__hb_set_clock(&fake_clock), 0);
+    evs_stream_opts o = {
+        .topics = true, .topic_idle_ms = 1000, .max_topics = 64, .delivery = delivery};
+    rs_ctx c = {0};
+    ASSERT_RC(evs_stream_create(&c.s, &o), 0);
+    got all = {0};
+    evs_sub *wild;
+    ASSERT_RC(evs_subscribe(&wild, c.s, "j0.>", remember, NULL, &all, NULL), 0);
+    atomic_store(&c.running, RS_THREADS);
+    pthread_t th[RS_THREADS];
+    rs_worker w[RS_THREADS];
+    for (int i = 0; i < RS_THREADS; i++) {
+        w[i] = (rs_worker){&c, i};
+        cr_assert_eq(pthread_create(&th[i], NULL, rs_work, &w[i]), 0);
+    }
+    int64_t ms = 0;
+    while (atomic_load(&c.running) > 0) {
+        ms += 500;
+        clock_at_ms(ms); /* one sweep on the service thread, and waits for it */
+    }
+    for (int i = 0; i < RS_THREADS; i++)
+        pthread_join(th[i], NULL);
+    ASSERT_RC(evs_stream_flush(c.s, EVS_FOREVER, NULL), 0);
+    cr_assert_eq(atomic_load(&c.failures), 0);
+    cr_assert_eq(atomic_load(&all.n), (unsigned long)RS_ROUNDS * RS_JUNK);
+    for (int i = 0; i < 3; i++) {
+        ms += 500;
+        clock_at_ms(ms);
+    }
+    evs_stream_stats st;
+    ASSERT_RC(evs_stream_stats_get(c.s, &st), 0);
+    cr_assert_eq(st.topics, 0, "got %llu", (unsigned long long)st.topics);
+    cr_assert(st.topics_evicted >= (uint64_t)RS_THREADS * RS_ROUNDS * (RS_JUNK + 1) -
+                                       st.topics_untracked - 64);
+    ASSERT_RC(evs_stream_destroy(c.s), 0);
+    ASSERT_RC(evs__hb_set_clock(NULL), 0);
+}
+
+Test(router, dispatcher_reclaims_topics_under_churn, .timeout = 300)
+{
+    topic_reclaim_stress(EVS_DELIVERY_DISPATCHER);
+}
+
+Test(router, inline_reclaims_topics_under_churn, .timeout = 300)
+{
+    topic_reclaim_stress(EVS_DELIVERY_INLINE);
 }

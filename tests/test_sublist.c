@@ -463,7 +463,7 @@ static void *const items3[] = {IT(1), IT(2), IT(3)};
 Test(subcache, a_stored_result_is_a_hit_at_its_generation)
 {
     evs_subcache *c;
-    cr_assert_eq(evs__subcache_create(&c, 8), 0);
+    cr_assert_eq(evs__subcache_create(&c, 8, 0), 0);
     void *const *it;
     size_t n;
     cr_assert(!evs__subcache_lookup(c, "a.b", 3, 1, &it, &n));
@@ -484,7 +484,7 @@ Test(subcache, a_stored_result_is_a_hit_at_its_generation)
 Test(subcache, reinserting_a_subject_replaces_its_entry)
 {
     evs_subcache *c;
-    cr_assert_eq(evs__subcache_create(&c, 8), 0);
+    cr_assert_eq(evs__subcache_create(&c, 8, 0), 0);
     cr_assert_eq(evs__subcache_insert(c, "a", 1, 1, items3, 3), 0);
     cr_assert_eq(evs__subcache_insert(c, "a", 1, 2, items3 + 1, 1), 0);
     cr_assert_eq(evs__subcache_count(c), 1);
@@ -500,7 +500,7 @@ Test(subcache, reinserting_a_subject_replaces_its_entry)
 Test(subcache, a_full_cache_evicts_an_entry_not_hit_recently)
 {
     evs_subcache *c;
-    cr_assert_eq(evs__subcache_create(&c, 4), 0);
+    cr_assert_eq(evs__subcache_create(&c, 4, 0), 0);
     static const char *const s[] = {"a", "b", "c", "d", "e"};
     void *const *it;
     size_t n;
@@ -526,7 +526,7 @@ Test(subcache, a_full_cache_evicts_an_entry_not_hit_recently)
 Test(subcache, stale_entries_are_evicted_first)
 {
     evs_subcache *c;
-    cr_assert_eq(evs__subcache_create(&c, 2), 0);
+    cr_assert_eq(evs__subcache_create(&c, 2, 0), 0);
     void *const *it;
     size_t n;
     cr_assert_eq(evs__subcache_insert(c, "old", 3, 1, items3, 1), 0);
@@ -543,7 +543,7 @@ Test(subcache, stale_entries_are_evicted_first)
 Test(subcache, clear_drops_every_entry)
 {
     evs_subcache *c;
-    cr_assert_eq(evs__subcache_create(&c, 0), 0);
+    cr_assert_eq(evs__subcache_create(&c, 0, 0), 0);
     cr_assert_eq(evs__subcache_insert(c, "a", 1, 1, items3, 3), 0);
     cr_assert_eq(evs__subcache_insert(c, "b", 1, 1, items3, 3), 0);
     evs__subcache_clear(c);
@@ -559,12 +559,12 @@ Test(subcache, clear_drops_every_entry)
 Test(subcache, bad_arguments_are_einval)
 {
     evs_subcache *c = (void *)1;
-    int rc = evs__subcache_create(NULL, 4);
+    int rc = evs__subcache_create(NULL, 4, 0);
     cr_assert_eq(rc, EVS_EINVAL, "got %s", evs_errname(rc));
-    rc = evs__subcache_create(&c, ((size_t)1 << 30) + 1);
+    rc = evs__subcache_create(&c, ((size_t)1 << 30) + 1, 0);
     cr_assert_eq(rc, EVS_EINVAL, "got %s", evs_errname(rc));
     cr_assert_null(c);
-    cr_assert_eq(evs__subcache_create(&c, 4), 0);
+    cr_assert_eq(evs__subcache_create(&c, 4, 0), 0);
     rc = evs__subcache_insert(c, NULL, 0, 1, NULL, 0);
     cr_assert_eq(rc, EVS_EINVAL, "got %s", evs_errname(rc));
     rc = evs__subcache_insert(c, "a", 1, 1, NULL, 2);
@@ -575,12 +575,49 @@ Test(subcache, bad_arguments_are_einval)
     evs__subcache_destroy(c);
 }
 
+Test(subcache, bytes_never_exceed_max_bytes_and_huge_results_are_not_cached)
+{
+    evs_subcache *c;
+    const size_t max = EVS_SUBCACHE_MIN_BYTES;
+    cr_assert_eq(evs__subcache_create(&c, 0, max), 0);
+    static void *items[4096];
+    for (size_t i = 0; i < 4096; i++)
+        items[i] = IT(i + 1);
+    char subject[32];
+    for (int i = 0; i < 1000; i++) { /* 1000 x 8 KiB: eight times the bound */
+        snprintf(subject, sizeof subject, "s.%d", i);
+        cr_assert_eq(evs__subcache_insert(c, subject, strlen(subject), 1, items, 1000), 0);
+        cr_assert_leq(evs__subcache_bytes(c), max, "after %d: %zu", i, evs__subcache_bytes(c));
+    }
+    cr_assert_lt(evs__subcache_count(c), 1000 / 7, "evicted to stay under the byte bound");
+    void *const *it;
+    size_t n;
+    cr_assert(evs__subcache_lookup(c, "s.999", 5, 1, &it, &n), "the newest is kept");
+    cr_assert_eq(n, 1000);
+    /* Over max / 64 (16 KiB here): refused, and nothing else goes. */
+    size_t before = evs__subcache_count(c);
+    int rc = evs__subcache_insert(c, "big", 3, 1, items, 4096);
+    cr_assert_eq(rc, EVS_ENOMEM, "got %s", evs_errname(rc));
+    cr_assert(!evs__subcache_lookup(c, "big", 3, 1, &it, &n));
+    cr_assert_eq(evs__subcache_count(c), before);
+    evs__subcache_clear(c);
+    cr_assert_eq(evs__subcache_count(c), 0);
+    cr_assert_eq(evs__subcache_bytes(c), 0);
+    cr_assert_eq(evs__subcache_insert(c, "a", 1, 2, items, 1), 0, "usable after clear");
+    cr_assert(evs__subcache_lookup(c, "a", 1, 2, &it, &n));
+    evs__subcache_destroy(c);
+    rc = evs__subcache_create(&c, 0, EVS_SUBCACHE_MIN_BYTES - 1);
+    cr_assert_eq(rc, EVS_EINVAL, "got %s", evs_errname(rc));
+    rc = evs__subcache_create(&c, 0, EVS_SUBCACHE_MAX_BYTES + 1);
+    cr_assert_eq(rc, EVS_EINVAL, "got %s", evs_errname(rc));
+}
+
 Test(subcache, match_through_the_cache_follows_the_index)
 {
     evs_sublist *sl;
     evs_subcache *c;
     cr_assert_eq(evs__sublist_create(&sl), 0);
-    cr_assert_eq(evs__subcache_create(&c, 16), 0);
+    cr_assert_eq(evs__subcache_create(&c, 16, 0), 0);
     evs_itemvec scratch = {0};
     void *const *it, *const *it2;
     size_t n, n2;
@@ -611,7 +648,7 @@ Test(subcache, cached_results_agree_with_the_index_under_churn, .timeout = 60)
     evs_sublist *sl;
     evs_subcache *c;
     cr_assert_eq(evs__sublist_create(&sl), 0);
-    cr_assert_eq(evs__subcache_create(&c, 32), 0); /* smaller than the subject set */
+    cr_assert_eq(evs__subcache_create(&c, 32, 0), 0); /* smaller than the subject set */
     evs_itemvec scratch = {0}, direct = {0};
     for (int step = 0; step < 20000; step++) {
         int i = (int)(rnd() % 200);
@@ -764,7 +801,7 @@ Test(sublist, failed_create_is_enomem)
     for (long k = 0;; k++) {
         evs_subcache *c = (void *)1;
         evs__alloc_fail_after(k);
-        int rc = evs__subcache_create(&c, 4);
+        int rc = evs__subcache_create(&c, 4, 0);
         evs__alloc_fail_after(-1);
         if (rc == 0) {
             evs__subcache_destroy(c);
@@ -778,7 +815,7 @@ Test(sublist, failed_create_is_enomem)
 Test(subcache, failed_inserts_are_enomem_and_the_cache_still_answers)
 {
     evs_subcache *c;
-    cr_assert_eq(evs__subcache_create(&c, 4), 0);
+    cr_assert_eq(evs__subcache_create(&c, 4, 0), 0);
     void *const *it;
     size_t n;
     char key[16];

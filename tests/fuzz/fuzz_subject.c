@@ -119,7 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     evs_subcache *cache;
     if (evs__sublist_create(&sl) != 0)
         return 0;
-    if (evs__subcache_create(&cache, 1 + (cfg & 3)) != 0) {
+    if (evs__subcache_create(&cache, 1 + (cfg & 3), 0) != 0) {
         evs__sublist_destroy(sl);
         return 0;
     }
