@@ -221,7 +221,9 @@ int evs_event_create(evs_event **out, evs_type type, const char *topic,
  *   evs_event_make(&ev, "Purchase", "orders", "{\"sku\":7}",
  *                  (const char *[]){"region", "eu", NULL});
  * Returns 0, EVS_EINVAL (bad name, odd meta list), EVS_EBADMSG (json
- * does not parse), EVS_ETOOBIG, or EVS_ENOMEM.
+ * does not parse), EVS_ETOOBIG, or EVS_ENOMEM (also when jansson runs
+ * out of memory while parsing: see SPEC.md, "Events", on jansson's
+ * allocator, which the library sets process-wide when it is loaded).
  * Ownership: copies every input; the caller owns the reference in *out.
  * Threads: any thread.
  */
@@ -249,7 +251,8 @@ void evs_event_unref(const evs_event *ev);
  * complete value, nesting at most EVS_MAX_DEPTH).
  * Returns 0, EVS_EINVAL (bad content), EVS_ESEALED once published,
  * EVS_EBADMSG (data is not valid for that content type), EVS_ETOOBIG
- * (nested deeper than EVS_MAX_DEPTH) or EVS_ENOMEM.
+ * (nested deeper than EVS_MAX_DEPTH) or EVS_ENOMEM (for JSON, also when
+ * jansson runs out of memory while parsing).
  * Threads: not concurrently with any other call on `ev`.
  */
 int evs_event_set_content(evs_event *ev, evs_content content);

@@ -13,15 +13,28 @@
  *
  * Every appending function either succeeds or leaves `out` as it found it
  * (len and the trailing NUL restored; capacity may have grown). Pure: no
- * threads, locks or clocks. jansson allocates with its own allocator (we
- * do not install ours, as that is process-wide state the application may
- * own); its out-of-memory errors are still reported as EVS_ENOMEM.
+ * threads, locks or clocks.
+ *
+ * jansson allocates through the library's allocator: jansson 2.14 reports
+ * a failed allocation inside the parser with an ordinary parse error code
+ * (never json_error_out_of_memory), so the only way to tell "out of
+ * memory" from "malformed" is to see the failure ourselves. Our jansson
+ * malloc notes each failure in a thread-local flag that load() clears
+ * before and reads after every parse. json_set_alloc_funcs is process
+ * state, so it is set once, when the library is loaded (a constructor,
+ * before the program's threads exist, so no jansson call of the program's
+ * races with the switch), to evs__malloc/evs__free: thin wrappers over
+ * malloc/free, so memory jansson allocated before the switch, or that a
+ * program frees with free() (json_dumps's result), is freed correctly.
+ * A program that installs its own jansson allocator afterwards keeps it;
+ * then an allocation failure inside jansson reads as EVS_EBADMSG again.
  */
 #include "json.h"
 
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #ifdef __SSE2__
@@ -508,6 +521,31 @@ int evs__mp_to_json(const uint8_t *p, size_t len, evs_buf *out)
 /* JSON -> msgpack                                                     */
 /* ------------------------------------------------------------------ */
 
+/* True once jansson_malloc has failed on this thread since load() last
+ * cleared it: whatever jansson then reports is out of memory. */
+static _Thread_local bool tl_jansson_nomem;
+
+static void *jansson_malloc(size_t n)
+{
+    void *p = evs__malloc(n);
+    if (p == NULL)
+        tl_jansson_nomem = true;
+    return p;
+}
+
+static void jansson_free(void *p) { evs__free(p); }
+
+static pthread_once_t jansson_once = PTHREAD_ONCE_INIT;
+
+static void jansson_install(void) { json_set_alloc_funcs(jansson_malloc, jansson_free); }
+
+/* At load time, before the program's own threads can be using jansson
+ * (load() also runs the once, should a loader skip constructors). */
+__attribute__((constructor)) static void jansson_at_load(void)
+{
+    pthread_once(&jansson_once, jansson_install);
+}
+
 static int parse_error(const json_error_t *err)
 {
     switch (json_error_code(err)) {
@@ -551,7 +589,15 @@ static int load(const void *p, size_t len, json_t **out)
         return EVS_EBADMSG;
     if (p == NULL)
         return EVS_EINVAL;
+    pthread_once(&jansson_once, jansson_install);
+    tl_jansson_nomem = false;
     json_t *j = json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+    if (tl_jansson_nomem) {
+        /* Whatever jansson said (a parse error, or a tree built around
+         * the failure), the input was not judged: out of memory. */
+        json_decref(j);
+        return EVS_ENOMEM;
+    }
     if (j == NULL)
         return parse_error(&err);
     int rc = check_depth(j, 0, evs__max_depth());

@@ -255,6 +255,78 @@ Test(alloc, event_make_and_setters_are_enomem_with_nothing_changed)
     evs_event_unref(ev);
 }
 
+/*
+ * Valid JSON that makes jansson allocate in every way it does: strings
+ * longer than its first buffer, an object big enough to rehash, arrays
+ * that grow, nesting. jansson 2.14 reports its own allocation failures as
+ * ordinary parse errors, so before jansson allocated through the library
+ * these gave EVS_EBADMSG (or the sweep never reached jansson at all).
+ */
+static const char *const valid_json[] = {
+    "{\"sku\":7,\"tags\":[1,2]}",
+    "{\"k0\":0,\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,\"k8\":8,"
+    "\"k9\":9,\"ka\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17],\"kb\":{\"n\":{\"m\":[]}},"
+    "\"long\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\\n\"}",
+    "[\"x\",1.5,true,null,{\"a\":\"b\\u0000\\u00e9\"}]",
+};
+
+Test(alloc, json_data_is_enomem_never_ebadmsg, .timeout = 120)
+{
+    for (size_t d = 0; d < sizeof valid_json / sizeof valid_json[0]; d++) {
+        const char *doc = valid_json[d];
+        SWEEP(k) {
+            evs_event *ev = (evs_event *)1;
+            FAIL_AT(k);
+            int rc = evs_event_make(&ev, "Purchase", "orders.eu", doc, NULL);
+            END_CALL(k);
+            if (rc != 0) {
+                cr_assert_eq(rc, EVS_ENOMEM, "doc %zu, k %ld: %s", d, k, evs_errname(rc));
+                cr_assert_null(ev);
+                continue;
+            }
+            cr_assert_eq(evs_event_content(ev), EVS_CONTENT_MSGPACK);
+            evs_event_unref(ev);
+        }
+        SWEPT();
+        evs_event *ev;
+        ASSERT_RC(evs_event_create(&ev, EVS_TYPE_MESSAGE, "t", doc, strlen(doc)), 0);
+        SWEEP(k) {
+            FAIL_AT(k);
+            int rc = evs_event_set_content(ev, EVS_CONTENT_JSON);
+            END_CALL(k);
+            if (rc != 0) {
+                cr_assert_eq(rc, EVS_ENOMEM, "doc %zu, k %ld: %s", d, k, evs_errname(rc));
+                cr_assert_eq(evs_event_content(ev), EVS_CONTENT_BINARY, "a failed set changed it");
+                continue;
+            }
+            cr_assert_eq(evs_event_content(ev), EVS_CONTENT_JSON);
+            ASSERT_RC(evs_event_set_content(ev, EVS_CONTENT_BINARY), 0);
+        }
+        SWEPT();
+        /* JSON content is validated again when a wire-format event is
+         * decoded. */
+        ASSERT_RC(evs_event_set_content(ev, EVS_CONTENT_JSON), 0);
+        evs_buf wire = {0};
+        ASSERT_RC(evs_event_to_msgpack(ev, &wire), 0);
+        SWEEP(k) {
+            evs_event *got = (evs_event *)1;
+            FAIL_AT(k);
+            int rc = evs_event_from_msgpack(&got, wire.data, wire.len);
+            END_CALL(k);
+            if (rc != 0) {
+                cr_assert_eq(rc, EVS_ENOMEM, "doc %zu, k %ld: %s", d, k, evs_errname(rc));
+                cr_assert_null(got);
+                continue;
+            }
+            cr_assert_eq(evs_event_content(got), EVS_CONTENT_JSON);
+            evs_event_unref(got);
+        }
+        SWEPT();
+        evs_buf_free(&wire);
+        evs_event_unref(ev);
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* Encoding and decoding                                               */
 /* ------------------------------------------------------------------ */
