@@ -81,6 +81,18 @@ const char *evs_strerror(int code);
  */
 const char *evs_errname(int code);
 
+/*
+ * A sentence on the calling thread's last failure that left one, for
+ * people and logs ("JSON line 1 column 12: duplicate object key near
+ * '\"a\"'"); "" until then. The int code stays the contract; a call
+ * whose comment says it leaves a message sets it when it fails, and
+ * successful calls leave it as it was.
+ * Ownership: thread-local storage, valid until this thread's next call
+ * that sets it; never free it.
+ * Threads: any thread; each thread reads its own.
+ */
+const char *evs_last_error(void);
+
 /* ------------------------------------------------------------------ */
 /* Growable byte buffer                                                */
 /* ------------------------------------------------------------------ */
@@ -220,8 +232,12 @@ int evs_event_create(evs_event **out, evs_type type, const char *topic,
  * stored as metadata.
  *   evs_event_make(&ev, "Purchase", "orders", "{\"sku\":7}",
  *                  (const char *[]){"region", "eu", NULL});
+ * JSON integers are exact from -2^63 to 2^64-1 (past INT64_MAX they are
+ * msgpack positive integers); an object with a repeated key, or an
+ * integer outside that range, is EVS_EBADMSG.
  * Returns 0, EVS_EINVAL (bad name, odd meta list), EVS_EBADMSG (json
- * does not parse), EVS_ETOOBIG, or EVS_ENOMEM (also when jansson runs
+ * does not parse, with a message for evs_last_error()), EVS_ETOOBIG, or
+ * EVS_ENOMEM (also when jansson runs
  * out of memory while parsing: see SPEC.md, "Events", on jansson's
  * allocator, which the library sets process-wide when it is loaded).
  * Ownership: copies every input; the caller owns the reference in *out.
@@ -248,7 +264,9 @@ void evs_event_unref(const evs_event *ev);
 
 /*
  * Set how the data is read. JSON and msgpack data are validated (one
- * complete value, nesting at most EVS_MAX_DEPTH).
+ * complete value, nesting at most EVS_MAX_DEPTH; JSON as evs_event_make
+ * reads it: no repeated keys, integers from -2^63 to 2^64-1, and a
+ * message for evs_last_error() when it does not parse).
  * Returns 0, EVS_EINVAL (bad content), EVS_ESEALED once published,
  * EVS_EBADMSG (data is not valid for that content type), EVS_ETOOBIG
  * (nested deeper than EVS_MAX_DEPTH) or EVS_ENOMEM (for JSON, also when

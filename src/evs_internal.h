@@ -77,6 +77,10 @@ bool evs__alloc_should_fail(void);
  */
 size_t evs__alloc_largest(void);
 
+/* Leave a sentence for evs_last_error() on the calling thread (printf
+ * format; truncated to 255 bytes). */
+void evs__set_last_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* Nanoseconds on CLOCK_MONOTONIC and CLOCK_REALTIME. */
 int64_t evs__now_mono_ns(void);
 int64_t evs__now_real_ns(void);
