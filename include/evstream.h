@@ -496,9 +496,14 @@ typedef struct evs_stream_opts {
                                       EVS_TYPE_HEARTBEAT event with an empty
                                       topic is published; it reaches every
                                       subscription whatever its pattern
-                                      (filters still apply). One thread serves
-                                      all streams. EVS_HEARTBEAT_DEFAULT_MS is
-                                      the usual 30 s */
+                                      (filters still apply). A timer service
+                                      serves all streams; on an inline stream
+                                      the heartbeat's handlers run on its
+                                      threads, and one that blocks longer
+                                      than 1 s is left running while the
+                                      other timers go on (SPEC.md section 5).
+                                      EVS_HEARTBEAT_DEFAULT_MS is the usual
+                                      30 s */
     int          backpressure_pct; /* 0 = throttle only when the queue is
                                       full; 1..100 = treat the queue as full
                                       at this percentage of capacity, so the
@@ -1218,7 +1223,9 @@ int evs_sse_destroy(evs_sse *sse);
  * A push callback: `frames` holds `len` bytes of one or more whole
  * frames. Return 0 to go on; any other value disconnects the client
  * (close reason "push failed"; nothing more is pushed).
- * `frames` is valid only during the call.
+ * `frames` is valid only during the call. For a heartbeat comment it runs
+ * on a heartbeat service thread: one that blocks longer than 1 s is left
+ * running while the other timers go on (SPEC.md section 5).
  */
 typedef int (*evs_sse_push_fn)(const char *frames, size_t len, void *user);
 
@@ -1529,8 +1536,9 @@ void evs_names_destroy(evs_names *f);
  * batcher's own flush mutex (no evstream lock): it may publish, and
  * subscribe or unsubscribe other subscriptions, but must not call
  * evs_batch_stop on its own batcher (EVS_EDEADLK). A slow fn holds up
- * the stream's delivery when a full batch is waiting, and on the
- * heartbeat thread it delays every other timer.
+ * the stream's delivery when a full batch is waiting; on the heartbeat
+ * service it delays other timers by at most the service's stall time
+ * (1 s), after which another thread takes them over (SPEC.md section 5).
  */
 typedef int (*evs_batch_fn)(const evs_event *const *events, size_t n, void *user);
 
@@ -1653,8 +1661,9 @@ typedef struct evs_window {
  * evs_window_stop (the rest), one window at a time, never concurrently
  * with itself, and with no evstream lock held: it may publish, subscribe
  * and unsubscribe, but must not stop its own windower (EVS_EDEADLK). A
- * slow fn delays every other timer of the service (heartbeats, batch
- * flushes, other windows).
+ * slow fn delays the other timers of the service (heartbeats, batch
+ * flushes, other windows) by at most its stall time (1 s), after which
+ * another service thread takes them over (SPEC.md section 5).
  */
 typedef int (*evs_window_fn)(const evs_window *w, const evs_event *const *events,
                              size_t n, void *user);
