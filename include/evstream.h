@@ -82,13 +82,15 @@ const char *evs_strerror(int code);
 const char *evs_errname(int code);
 
 /*
- * A sentence saying why the last call on this thread that documents it
- * failed ("single_publisher cannot be combined with heartbeat_ms: ..."),
- * or "" if none has failed yet. Functions that leave one say so; the int
- * code stays the contract, the sentence is for people and logs.
- * Ownership: a thread-local buffer, valid until the next such failure
- * on this thread; never free it.
- * Threads: any thread (each thread sees its own).
+ * A sentence saying why the calling thread's last failure that left one
+ * failed, for people and logs ("single_publisher cannot be combined with
+ * heartbeat_ms: ...", "JSON line 1 column 12: duplicate object key near
+ * '\"a\"'"); "" until then. The int code stays the contract; a call
+ * whose comment says it leaves a message sets it when it fails, and
+ * successful calls leave it as it was.
+ * Ownership: thread-local storage, valid until this thread's next call
+ * that sets it; never free it.
+ * Threads: any thread; each thread reads its own.
  */
 const char *evs_last_error(void);
 
@@ -231,8 +233,14 @@ int evs_event_create(evs_event **out, evs_type type, const char *topic,
  * stored as metadata.
  *   evs_event_make(&ev, "Purchase", "orders", "{\"sku\":7}",
  *                  (const char *[]){"region", "eu", NULL});
+ * JSON integers are exact from -2^63 to 2^64-1 (past INT64_MAX they are
+ * msgpack positive integers); an object with a repeated key, or an
+ * integer outside that range, is EVS_EBADMSG.
  * Returns 0, EVS_EINVAL (bad name, odd meta list), EVS_EBADMSG (json
- * does not parse), EVS_ETOOBIG, or EVS_ENOMEM.
+ * does not parse, with a message for evs_last_error()), EVS_ETOOBIG, or
+ * EVS_ENOMEM (also when jansson runs
+ * out of memory while parsing: see SPEC.md, "Events", on jansson's
+ * allocator, which the library sets process-wide when it is loaded).
  * Ownership: copies every input; the caller owns the reference in *out.
  * Threads: any thread.
  */
@@ -257,10 +265,13 @@ void evs_event_unref(const evs_event *ev);
 
 /*
  * Set how the data is read. JSON and msgpack data are validated (one
- * complete value, nesting at most EVS_MAX_DEPTH).
+ * complete value, nesting at most EVS_MAX_DEPTH; JSON as evs_event_make
+ * reads it: no repeated keys, integers from -2^63 to 2^64-1, and a
+ * message for evs_last_error() when it does not parse).
  * Returns 0, EVS_EINVAL (bad content), EVS_ESEALED once published,
  * EVS_EBADMSG (data is not valid for that content type), EVS_ETOOBIG
- * (nested deeper than EVS_MAX_DEPTH) or EVS_ENOMEM.
+ * (nested deeper than EVS_MAX_DEPTH) or EVS_ENOMEM (for JSON, also when
+ * jansson runs out of memory while parsing).
  * Threads: not concurrently with any other call on `ev`.
  */
 int evs_event_set_content(evs_event *ev, evs_content content);
@@ -496,9 +507,14 @@ typedef struct evs_stream_opts {
                                       EVS_TYPE_HEARTBEAT event with an empty
                                       topic is published; it reaches every
                                       subscription whatever its pattern
-                                      (filters still apply). One thread serves
-                                      all streams. EVS_HEARTBEAT_DEFAULT_MS is
-                                      the usual 30 s */
+                                      (filters still apply). A timer service
+                                      serves all streams; on an inline stream
+                                      the heartbeat's handlers run on its
+                                      threads, and one that blocks longer
+                                      than 1 s is left running while the
+                                      other timers go on (SPEC.md section 5).
+                                      EVS_HEARTBEAT_DEFAULT_MS is the usual
+                                      30 s */
     int          backpressure_pct; /* 0 = throttle only when the queue is
                                       full; 1..100 = treat the queue as full
                                       at this percentage of capacity, so the
@@ -1248,7 +1264,9 @@ int evs_sse_destroy(evs_sse *sse);
  * A push callback: `frames` holds `len` bytes of one or more whole
  * frames. Return 0 to go on; any other value disconnects the client
  * (close reason "push failed"; nothing more is pushed).
- * `frames` is valid only during the call.
+ * `frames` is valid only during the call. For a heartbeat comment it runs
+ * on a heartbeat service thread: one that blocks longer than 1 s is left
+ * running while the other timers go on (SPEC.md section 5).
  */
 typedef int (*evs_sse_push_fn)(const char *frames, size_t len, void *user);
 
@@ -1559,8 +1577,9 @@ void evs_names_destroy(evs_names *f);
  * batcher's own flush mutex (no evstream lock): it may publish, and
  * subscribe or unsubscribe other subscriptions, but must not call
  * evs_batch_stop on its own batcher (EVS_EDEADLK). A slow fn holds up
- * the stream's delivery when a full batch is waiting, and on the
- * heartbeat thread it delays every other timer.
+ * the stream's delivery when a full batch is waiting; on the heartbeat
+ * service it delays other timers by at most the service's stall time
+ * (1 s), after which another thread takes them over (SPEC.md section 5).
  */
 typedef int (*evs_batch_fn)(const evs_event *const *events, size_t n, void *user);
 
@@ -1683,8 +1702,9 @@ typedef struct evs_window {
  * evs_window_stop (the rest), one window at a time, never concurrently
  * with itself, and with no evstream lock held: it may publish, subscribe
  * and unsubscribe, but must not stop its own windower (EVS_EDEADLK). A
- * slow fn delays every other timer of the service (heartbeats, batch
- * flushes, other windows).
+ * slow fn delays the other timers of the service (heartbeats, batch
+ * flushes, other windows) by at most its stall time (1 s), after which
+ * another service thread takes them over (SPEC.md section 5).
  */
 typedef int (*evs_window_fn)(const evs_window *w, const evs_event *const *events,
                              size_t n, void *user);

@@ -44,7 +44,8 @@
 #define evs_likely(x)   __builtin_expect(!!(x), 1)
 #define evs_unlikely(x) __builtin_expect(!!(x), 0)
 
-/* Leave a sentence for evs_last_error (printf format); returns `code`,
+/* Leave a sentence for evs_last_error on the calling thread (printf
+ * format; truncated to 255 bytes); returns `code`,
  * so a check can end with `return evs__set_error(EVS_EINVAL, ...)`. */
 int evs__set_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

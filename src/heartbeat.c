@@ -1,5 +1,6 @@
 /*
- * The heartbeat timer service: one thread, a min-heap of deadlines.
+ * The heartbeat timer service: a min-heap of deadlines, a leader thread
+ * that fires them, and a spare that takes over from a stalled callback.
  *
  * Every timer's next deadline sits in a binary min-heap (an array of
  * pointers; each timer knows its index, so removal is O(log n) too),
@@ -12,9 +13,9 @@
  *
  * A due timer is popped, marked `running`, and its callback runs with the
  * mutex released; afterwards the thread re-inserts it at the deadline the
- * callback returned. Callers that must not overlap a callback (remove
- * from another thread) wait on `svc.done` until `running` clears. Remove
- * from inside the timer's own callback only marks it `removed` and
+ * callback returned. Callers that must not overlap a callback (remove,
+ * from any thread but the one running it) wait on `svc.done` until
+ * `running` clears. Remove from inside the timer's own callback only marks it `removed` and
  * `thread_frees`, and the thread frees it when the callback returns. Capacity for every
  * registered timer is reserved when it is added, so re-inserting never
  * allocates and a callback's timer is never lost. evs__hb_fire_by moves
@@ -22,17 +23,38 @@
  * callback runs it records the deadline in `sooner`, and the re-insert
  * takes the earlier of that and what the callback returned.
  *
- * Lifecycle: the first add starts the thread (THR_RUNNING). The thread
- * exits when it finds no timer registered. A remover of the last timer
- * outside a callback counts itself in `joiners`, so the exiting thread
- * leaves THR_EXITED and that remover (or a racing add) joins it. When the
- * last timer is removed inside a callback there is nobody to join, so the
- * thread detaches itself. An add that finds the thread exiting joins it
- * first and starts a new one.
+ * Stalls. Callbacks are user code or call it (an inline stream's
+ * heartbeat runs its handlers, a batch or window flush the user's
+ * function, an SSE heartbeat the push callback), so one may block for as
+ * long as it likes. The leader runs callbacks itself, one at a time in
+ * deadline order, which costs nothing extra; but first it makes sure a
+ * spare thread is watching: while the leader is `busy`, the spare sleeps
+ * on `follow` until `busy_since` + the stall time (1 s of CLOCK_MONOTONIC,
+ * whatever the service clock). If the callback is still running then, the
+ * spare takes the leader's role (bumping `lead_token`, counting a stall)
+ * and goes on firing the other timers; the thread in the callback sees
+ * the token changed when it returns, re-arms its timer, wakes the new
+ * leader, and becomes the spare (or leaves, if there is one). So the
+ * other timers are late by at most the stall time however long a
+ * callback blocks, an idle service holds two threads (one more per
+ * callback stalled at the same time), and the spare wakes at most once
+ * per stall time while callbacks run, never while the service is idle.
+ * One timer's callbacks never overlap (a running timer is not in the
+ * heap); after a takeover, callbacks of different timers may run at once.
+ * If no spare can be started the leader runs the callback unwatched (as
+ * with one thread) and counts it in `start_failures`.
  *
- * evs__hb_sync() bumps `sync_req`; the thread reads the request number,
+ * Lifecycle: service threads are detached and counted in `nthreads`
+ * (under mu, from their creation to their last locked step). An add that
+ * finds none starts one, which becomes the leader. Each leaves when it
+ * finds no timer registered; a remover of the last timer from outside a
+ * callback wakes them all and waits until `nthreads` is 0, so once it
+ * returns no service thread touches the service again.
+ *
+ * evs__hb_sync() bumps `sync_req`; the leader reads the request number,
  * then the clock, runs everything due, and publishes the number it read
- * as `sync_done` once nothing is due at that clock reading.
+ * as `sync_done` once nothing is due at that clock reading and no
+ * callback is running on any thread.
  *
  * Every field of `svc` and every timer field marked "mu" is read and
  * written only under `svc.mu`, except `svc.clock` (an atomic pointer,
@@ -65,25 +87,32 @@ struct evs__hb_timer {
     void *user;           /* immutable */
 };
 
-enum thr_state {
-    THR_NONE,    /* no thread */
-    THR_RUNNING, /* serving; count > 0, except while it notices count == 0 */
-    THR_EXITED,  /* returned from its main; a joiner must join it */
-    THR_JOINING, /* someone is joining it, with the mutex released */
-};
+/* How long a callback may run before the spare takes over: long enough
+ * that a merely slow callback (real work, a descheduled thread) keeps the
+ * one-at-a-time order, short next to heartbeat intervals (seconds). */
+#define STALL_NS_DEFAULT (1000LL * 1000000LL)
 
 static struct {
     pthread_mutex_t mu;
-    pthread_cond_t wake;     /* the thread waits here (CLOCK_MONOTONIC) */
+    pthread_cond_t wake;     /* the leader waits here (CLOCK_MONOTONIC) */
+    pthread_cond_t follow;   /* the spare waits here (CLOCK_MONOTONIC) */
     pthread_cond_t done;     /* callers wait here: a callback ended, a sync
-                                was served, the thread exited or was joined */
+                                was served, a thread left */
     evs__hb_timer **heap;    /* min-heap by (deadline, seq); len <= count <= cap */
     size_t len, cap;
     size_t count;            /* registered timers: the heap plus the one firing */
     uint64_t seq;
-    enum thr_state state;
-    pthread_t thread;        /* valid unless state == THR_NONE */
-    unsigned joiners;        /* removers waiting to join the exiting thread */
+    unsigned nthreads;       /* service threads that have not left */
+    bool leader;             /* a thread holds the leader's role */
+    uint64_t lead_token;     /* bumped at each change of leader */
+    bool busy;               /* the leader is running a callback */
+    int64_t busy_since;      /* CLOCK_MONOTONIC ns when that callback began */
+    unsigned spares;         /* threads in the spare's role (at most one stays) */
+    bool spare_idle;         /* the spare waits untimed: signal it when busy */
+    unsigned running;        /* callbacks in progress, on any thread */
+    int64_t stall_ns;        /* test hook; 0 = STALL_NS_DEFAULT */
+    uint64_t stalls;         /* takeovers from a stalled callback */
+    uint64_t start_failures; /* callbacks run with no spare watching */
     uint64_t sync_req;       /* evs__hb_sync requests issued */
     uint64_t sync_done;      /* the highest request fully served */
     bool fail_start;         /* test hook: the next start fails */
@@ -95,8 +124,10 @@ static struct {
 
 static pthread_once_t wake_once = PTHREAD_ONCE_INIT;
 
-/* True on the service thread: callbacks run there, and nowhere else. */
+/* True on the service threads: callbacks run there, and nowhere else. */
 static _Thread_local bool on_service_thread;
+/* On a service thread, the timer whose callback it is running, or NULL. */
+static _Thread_local evs__hb_timer *tl_current;
 
 static void wake_init(void)
 {
@@ -104,6 +135,7 @@ static void wake_init(void)
     pthread_condattr_init(&a);
     pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
     pthread_cond_init(&svc.wake, &a);
+    pthread_cond_init(&svc.follow, &a);
     pthread_condattr_destroy(&a);
 }
 
@@ -232,16 +264,36 @@ static void wait_until(int64_t deadline)
     pthread_cond_timedwait(&svc.wake, &svc.mu, &ts);
 }
 
-/* Pop the earliest timer, run its callback unlocked, re-arm or free it. */
-static void fire_first(int64_t now)
+static int start_thread_locked(void);
+
+static int64_t stall_ns(void) { return svc.stall_ns > 0 ? svc.stall_ns : STALL_NS_DEFAULT; }
+
+/*
+ * Pop the earliest timer and run its callback unlocked, with the spare
+ * watching; then re-arm or free the timer. Returns whether the caller is
+ * still the leader (`token` is the lead_token it took the role with).
+ */
+static bool fire_first(int64_t now, uint64_t token)
 {
     evs__hb_timer *t = svc.heap[0];
     heap_unlink(t);
     t->running = true;
+    svc.running++;
+    svc.busy = true;
+    svc.busy_since = evs__now_mono_ns();
+    if (svc.spares == 0) {
+        if (start_thread_locked() != 0)
+            svc.start_failures++; /* unwatched: a stall delays every timer */
+    } else if (svc.spare_idle) {
+        pthread_cond_signal(&svc.follow); /* start watching */
+    }
     unlock();
+    tl_current = t;
     int64_t next = t->fire(t->user, now);
+    tl_current = NULL;
     lock();
     t->running = false;
+    svc.running--;
     if (next < 0)
         next = add_sat(now, t->interval);
     if (t->sooner < next)
@@ -259,71 +311,128 @@ static void fire_first(int64_t now)
     }
     /* A remover may be waiting for this callback to end. */
     pthread_cond_broadcast(&svc.done);
+    if (svc.lead_token != token) {
+        /* The spare took over while we ran. Its leader may sleep past
+         * our re-armed deadline, or have a sync to answer. */
+        pthread_cond_signal(&svc.wake);
+        return false;
+    }
+    svc.busy = false;
+    return true;
 }
+
+/* Wait on `follow` until `deadline` (CLOCK_MONOTONIC ns). */
+static void follow_until(int64_t deadline)
+{
+    struct timespec ts = {
+        .tv_sec = (time_t)(deadline / 1000000000),
+        .tv_nsec = (long)(deadline % 1000000000),
+    };
+    pthread_cond_timedwait(&svc.follow, &svc.mu, &ts);
+}
+
+enum role { ROLE_SPARE, ROLE_LEADER, ROLE_NONE };
 
 static void *service_main(void *arg)
 {
     (void)arg;
     on_service_thread = true;
+    enum role role = ROLE_SPARE; /* counted in svc.spares by the starter */
+    uint64_t token = 0;
     lock();
     while (svc.count > 0) {
+        if (role == ROLE_SPARE) {
+            if (svc.leader && !svc.busy) {
+                svc.spare_idle = true;
+                pthread_cond_wait(&svc.follow, &svc.mu);
+                svc.spare_idle = false;
+                continue;
+            }
+            if (svc.leader) {
+                int64_t due = svc.busy_since + stall_ns();
+                if (evs__now_mono_ns() < due) {
+                    follow_until(due);
+                    continue;
+                }
+                svc.stalls++; /* the leader's callback has stalled: take over */
+            }
+            role = ROLE_LEADER;
+            svc.spares--;
+            svc.leader = true;
+            svc.busy = false;
+            token = ++svc.lead_token;
+            continue;
+        }
         /* The request number is read before the clock, so a sync that
          * set the clock before asking is served by this reading. */
         uint64_t req = svc.sync_req;
         int64_t now = evs__hb_now();
         if (svc.len > 0 && svc.heap[0]->deadline <= now) {
-            fire_first(now);
+            if (!fire_first(now, token)) {
+                /* Taken over: be the spare, unless one is there. */
+                if (svc.spares > 0) {
+                    role = ROLE_NONE;
+                    break;
+                }
+                role = ROLE_SPARE;
+                svc.spares++;
+            }
             continue;
         }
-        if (svc.sync_done != req) {
+        if (svc.sync_done != req && svc.running == 0) {
             svc.sync_done = req;
             pthread_cond_broadcast(&svc.done);
         }
         wait_until(svc.len > 0 ? svc.heap[0]->deadline : INT64_MAX);
     }
-    svc.sync_done = svc.sync_req;
-    if (svc.joiners > 0) {
-        svc.state = THR_EXITED;
-    } else {
-        /* The last timer was removed inside a callback: nobody will join. */
-        pthread_detach(pthread_self());
-        svc.state = THR_NONE;
+    if (role == ROLE_LEADER)
+        svc.leader = false;
+    else if (role == ROLE_SPARE)
+        svc.spares--;
+    if (--svc.nthreads == 0)
+        svc.sync_done = svc.sync_req;
+    if (svc.count == 0) {
+        /* The others leave too. */
+        pthread_cond_broadcast(&svc.follow);
+        pthread_cond_signal(&svc.wake);
     }
+    /* A remover of the last timer, or a sync, may be waiting. */
     pthread_cond_broadcast(&svc.done);
     unlock();
     return NULL;
 }
 
-/* Start the thread with every signal blocked, so that signals go to the
- * application's threads, never to this one. */
+/* Start a detached service thread, as a spare (it takes the leader's
+ * role at once if no thread has it), with every signal blocked, so that
+ * signals go to the application's threads, never to this one. */
+static int start_thread_locked(void)
+{
+    pthread_attr_t a;
+    pthread_t th;
+    if (pthread_attr_init(&a) != 0)
+        return EVS_ESYSTEM;
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&th, &a, service_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&a);
+    if (rc != 0)
+        return EVS_ESYSTEM;
+    svc.nthreads++;
+    svc.spares++;
+    return 0;
+}
+
+/* The first thread (the test hook can make it fail). */
 static int start_locked(void)
 {
     if (svc.fail_start) {
         svc.fail_start = false;
         return EVS_ESYSTEM;
     }
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&svc.thread, NULL, service_main, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0)
-        return EVS_ESYSTEM;
-    svc.state = THR_RUNNING;
-    return 0;
-}
-
-/* Join an exited thread; the mutex is released meanwhile, and others
- * that see THR_JOINING wait on `done`. */
-static void reap_locked(void)
-{
-    pthread_t th = svc.thread;
-    svc.state = THR_JOINING;
-    unlock();
-    pthread_join(th, NULL);
-    lock();
-    svc.state = THR_NONE;
-    pthread_cond_broadcast(&svc.done);
+    return start_thread_locked();
 }
 
 /* ---- the API ------------------------------------------------------ */
@@ -344,18 +453,14 @@ int evs__hb_add(evs__hb_timer **out, int64_t interval_ns, evs__hb_fire_fn fire,
     };
 
     lock();
-    /* A thread that is exiting cannot be revived: join it first. */
-    for (;;) {
-        if (svc.state == THR_EXITED)
-            reap_locked();
-        else if (svc.state == THR_JOINING)
-            pthread_cond_wait(&svc.done, &svc.mu);
-        else
-            break;
-    }
+    /* Threads that saw no timer left are leaving (they decide under mu);
+     * those still counted see this one and stay, and a spare takes the
+     * leader's role if the leader has left. */
     int rc = heap_reserve(svc.count + 1);
-    if (rc == 0 && svc.state == THR_NONE)
+    if (rc == 0 && svc.nthreads == 0)
         rc = start_locked();
+    else if (rc == 0 && !svc.leader)
+        pthread_cond_broadcast(&svc.follow);
     if (rc != 0) {
         heap_release_if_empty();
         unlock();
@@ -383,31 +488,25 @@ int evs__hb_remove(evs__hb_timer *t)
     bool last = svc.count == 0;
     heap_release_if_empty();
 
-    if (on_service_thread) {
-        /* Inside a callback: only t's own can be running (callbacks run
-         * one at a time), and it is our caller, so do not wait. The
-         * thread exits by itself if this was the last timer. */
-        if (t->running)
-            t->removed = t->thread_frees = true;
-        else
-            evs__free(t);
+    if (t == tl_current) {
+        /* Inside t's own callback: do not wait for ourselves; the thread
+         * frees t when the callback returns. */
+        t->removed = t->thread_frees = true;
         unlock();
         return 0;
     }
 
-    if (last)
-        svc.joiners++; /* before any wait, so the thread leaves itself to us */
     t->removed = true; /* a running callback's timer is not re-armed */
     while (t->running)
-        pthread_cond_wait(&svc.done, &svc.mu);
+        pthread_cond_wait(&svc.done, &svc.mu); /* on another thread */
     evs__free(t);
     if (last) {
+        /* Wake every service thread to see that none is needed. Inside a
+         * callback our own thread leaves when it returns: do not wait. */
+        pthread_cond_broadcast(&svc.follow);
         pthread_cond_signal(&svc.wake);
-        while ((svc.state == THR_RUNNING && svc.count == 0) || svc.state == THR_JOINING)
+        while (!on_service_thread && svc.count == 0 && svc.nthreads > 0)
             pthread_cond_wait(&svc.done, &svc.mu);
-        svc.joiners--;
-        if (svc.state == THR_EXITED)
-            reap_locked();
     }
     unlock();
     return 0;
@@ -447,7 +546,7 @@ int evs__hb_set_clock(const struct evs__hb_clock *c)
         return EVS_EINVAL;
     lock();
     int rc = EVS_EINVAL;
-    if (svc.count == 0 && svc.state == THR_NONE) {
+    if (svc.count == 0 && svc.nthreads == 0) {
         evs_store_release(&svc.clock, c);
         rc = 0;
     }
@@ -469,8 +568,8 @@ int evs__hb_sync(void)
     lock();
     uint64_t req = ++svc.sync_req;
     pthread_cond_signal(&svc.wake);
-    /* An exiting thread marks every request served. */
-    while (svc.state == THR_RUNNING && svc.sync_done < req)
+    /* The last thread to leave marks every request served. */
+    while (svc.nthreads > 0 && svc.sync_done < req)
         pthread_cond_wait(&svc.done, &svc.mu);
     unlock();
     return 0;
@@ -479,9 +578,33 @@ int evs__hb_sync(void)
 int evs__hb_thread_running(void)
 {
     lock();
-    int r = svc.state != THR_NONE;
+    int r = svc.nthreads > 0;
     unlock();
     return r;
+}
+
+uint64_t evs__hb_stalls(void)
+{
+    lock();
+    uint64_t n = svc.stalls;
+    unlock();
+    return n;
+}
+
+uint64_t evs__hb_start_failures(void)
+{
+    lock();
+    uint64_t n = svc.start_failures;
+    unlock();
+    return n;
+}
+
+void evs__hb_set_stall_ns(int64_t ns)
+{
+    lock();
+    svc.stall_ns = ns > 0 ? ns : 0;
+    pthread_cond_broadcast(&svc.follow);
+    unlock();
 }
 
 void evs__hb_fail_next_start(void)

@@ -1,13 +1,19 @@
 /*
- * The heartbeat timer service: one process-wide thread that calls back
- * each registered timer when its deadline passes. Streams and SSE clients
+ * The heartbeat timer service: process-wide threads that call back each
+ * registered timer when its deadline passes. Streams and SSE clients
  * use it to deliver HEARTBEAT events after an idle interval; the owner of
  * a timer decides what "idle" means, the service only keeps deadlines.
  *
  * Deadlines live in a binary min-heap under one mutex, so add, remove and
- * each fire cost O(log n) and thousands of timers cost one thread that
- * sleeps until the earliest deadline (no polling). The thread starts with
- * the first timer and stops when the last one is removed.
+ * each fire cost O(log n), and thousands of timers cost one thread that
+ * sleeps until the earliest deadline (no polling), plus a spare that
+ * watches each callback. Callbacks run user code (an inline stream's
+ * heartbeat handlers, batch and window flush functions, SSE push
+ * callbacks), so one may block: if a callback runs longer than the stall
+ * time (1 s), the spare takes over and the other timers go on firing, so
+ * no callback delays another timer by more than that (counted by
+ * evs__hb_stalls). The threads start with the first timer and stop when
+ * the last one is removed.
  *
  * Times are nanoseconds on the service clock: CLOCK_MONOTONIC, or the
  * clock a test installs with evs__hb_set_clock(). Read it with
@@ -31,9 +37,12 @@ typedef struct evs__hb_timer evs__hb_timer;
  * any negative value for "now_ns + interval". A deadline not after
  * `now_ns` is moved to now_ns + 1: a timer fires at most once per clock
  * reading, so a callback cannot make the thread spin on a stopped clock.
- * Runs with no evstream lock held: it may add and remove timers
- * (itself included) and publish. Callbacks of all timers run one at a
- * time, so a slow callback delays the others.
+ * Runs on a service thread with no evstream lock held: it may add and
+ * remove timers (itself included) and publish. Callbacks run one at a
+ * time in deadline order, except that a callback running past the stall
+ * time is left running on its thread while the others go on without it:
+ * so callbacks of different timers may overlap. One timer's callbacks
+ * never overlap (each is ordered after the previous one).
  */
 typedef int64_t (*evs__hb_fire_fn)(void *user, int64_t now_ns);
 
@@ -61,14 +70,16 @@ int evs__hb_add(evs__hb_timer **out, int64_t interval_ns, evs__hb_fire_fn fire,
  * Unregister and free `t`. Once it returns, t's callback is not running
  * and is never called again, so `user` may be freed. Called from inside
  * t's own callback it returns at once (the callback's return value is
- * ignored and the service frees t after it returns). Removing the last
- * timer stops the service thread; from outside a callback, remove also
- * joins it.
+ * ignored and the service frees t after it returns); from inside another
+ * timer's callback it waits for t's running callback like any caller, so
+ * two callbacks must not each remove the other's timer. Removing the last
+ * timer stops the service threads; from outside a callback, remove also
+ * waits until they have left.
  * Returns 0 or EVS_EINVAL (t NULL). Removing a timer twice is undefined.
  * Threads: any thread, including inside any callback.
- * Blocks: from outside a callback, until t's running callback (if any)
- * returns and, for the last timer, until the thread has exited; so do not
- * call it while holding a lock that a callback takes.
+ * Blocks: until t's running callback (if any, and not the caller's own)
+ * returns and, for the last timer outside a callback, until the threads
+ * have left; so do not call it while holding a lock that a callback takes.
  */
 int evs__hb_remove(evs__hb_timer *t);
 
@@ -123,7 +134,8 @@ void evs__hb_kick(void);
 
 /*
  * Wake the service thread and wait until it has run every callback due at
- * a clock reading no earlier than the clock when sync was called. With no
+ * a clock reading no earlier than the clock when sync was called (a
+ * stalled callback included: sync waits for it to return). With no
  * timer left it waits for the thread to stop; with no thread it returns
  * at once.
  * Returns 0, or EVS_EDEADLK inside a callback (the thread would wait for
@@ -133,9 +145,21 @@ void evs__hb_kick(void);
  */
 int evs__hb_sync(void);
 
-/* Test hook: 1 while a service thread exists (started, not yet stopped),
+/* Test hook: 1 while a service thread exists (started, not yet left),
  * else 0. Threads: any thread. */
 int evs__hb_thread_running(void);
+
+/* Callbacks that ran past the stall time, so that the spare took over
+ * the other timers. Threads: any thread. */
+uint64_t evs__hb_stalls(void);
+
+/* Callbacks that ran with no spare watching (one could not be started):
+ * had they stalled, the other timers would have waited. Threads: any. */
+uint64_t evs__hb_start_failures(void);
+
+/* Test hook: the stall time in ns of CLOCK_MONOTONIC (real time, also
+ * under a test clock); <= 0 restores the default, 1 s. Threads: any. */
+void evs__hb_set_stall_ns(int64_t ns);
 
 /* Test hook: make the next thread start fail, as if pthread_create had
  * (so that EVS_ESYSTEM can be tested). Threads: any thread. */

@@ -13,15 +13,29 @@
  *
  * Every appending function either succeeds or leaves `out` as it found it
  * (len and the trailing NUL restored; capacity may have grown). Pure: no
- * threads, locks or clocks. jansson allocates with its own allocator (we
- * do not install ours, as that is process-wide state the application may
- * own); its out-of-memory errors are still reported as EVS_ENOMEM.
+ * threads, locks or clocks.
+ *
+ * jansson allocates through the library's allocator: jansson 2.14 reports
+ * a failed allocation inside the parser with an ordinary parse error code
+ * (never json_error_out_of_memory), so the only way to tell "out of
+ * memory" from "malformed" is to see the failure ourselves. Our jansson
+ * malloc notes each failure in a thread-local flag that load() clears
+ * before and reads after every parse. json_set_alloc_funcs is process
+ * state, so it is set once, when the library is loaded (a constructor,
+ * before the program's threads exist, so no jansson call of the program's
+ * races with the switch), to evs__malloc/evs__free: thin wrappers over
+ * malloc/free, so memory jansson allocated before the switch, or that a
+ * program frees with free() (json_dumps's result), is freed correctly.
+ * A program that installs its own jansson allocator afterwards keeps it;
+ * then an allocation failure inside jansson reads as EVS_EBADMSG again.
  */
 #include "json.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #ifdef __SSE2__
@@ -508,13 +522,123 @@ int evs__mp_to_json(const uint8_t *p, size_t len, evs_buf *out)
 /* JSON -> msgpack                                                     */
 /* ------------------------------------------------------------------ */
 
+/* True once jansson_malloc has failed on this thread since load() last
+ * cleared it: whatever jansson then reports is out of memory. */
+static _Thread_local bool tl_jansson_nomem;
+
+static void *jansson_malloc(size_t n)
+{
+    void *p = evs__malloc(n);
+    if (p == NULL)
+        tl_jansson_nomem = true;
+    return p;
+}
+
+static void jansson_free(void *p) { evs__free(p); }
+
+static pthread_once_t jansson_once = PTHREAD_ONCE_INIT;
+
+static void jansson_install(void) { json_set_alloc_funcs(jansson_malloc, jansson_free); }
+
+/* At load time, before the program's own threads can be using jansson
+ * (load() also runs the once, should a loader skip constructors). */
+__attribute__((constructor)) static void jansson_at_load(void)
+{
+    pthread_once(&jansson_once, jansson_install);
+}
+
 static int parse_error(const json_error_t *err)
 {
+    int rc;
     switch (json_error_code(err)) {
     case json_error_out_of_memory: return EVS_ENOMEM;
-    case json_error_stack_overflow: return EVS_ETOOBIG; /* past jansson's own cap */
-    default: return EVS_EBADMSG;
+    case json_error_stack_overflow: rc = EVS_ETOOBIG; break; /* past jansson's own cap */
+    default: rc = EVS_EBADMSG; break;
     }
+    (void)evs__set_error(EVS_EBADMSG, "JSON line %d column %d: %s", err->line, err->column,
+                         err->text);
+    return rc;
+}
+
+/*
+ * Integers past int64. jansson's integers are int64 (json_int_t), so it
+ * refuses 9223372036854775808 .. 18446744073709551615, which msgpack holds
+ * exactly as positive integers; reading them as reals would lose digits.
+ * When (and only when) jansson reports a numeric overflow, the document is
+ * parsed again with JSON_DECODE_INT_AS_REAL, so that every number in the
+ * tree is a real, and each number's own text is read back from the
+ * document: an integer's text (no '.', 'e' or 'E') gives its exact value,
+ * a real's the value jansson read. This is not a second parser: jansson
+ * has accepted the document, and the scan below only skips strings and
+ * takes number tokens in document order, which is the order pack() meets
+ * them (arrays in order, objects in insertion order, with duplicate keys
+ * refused so nothing collapses).
+ */
+typedef struct numscan {
+    const char *p, *end;
+} numscan;
+
+static bool num_char(char c)
+{
+    return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
+}
+
+/* The next number token of a document jansson accepted; false at the end. */
+static bool next_number(numscan *ns, const char **tok, size_t *len)
+{
+    const char *p = ns->p, *end = ns->end;
+    while (p < end) {
+        char c = *p;
+        if (c == '"') {
+            /* A valid string: up to the first '"' not escaped. */
+            for (p++; p < end && *p != '"'; p++)
+                if (*p == '\\')
+                    p++;
+            p++;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            const char *t = p;
+            while (p < end && num_char(*p))
+                p++;
+            *tok = t;
+            *len = (size_t)(p - t);
+            ns->p = p;
+            return true;
+        } else {
+            p++; /* punctuation, whitespace, true/false/null */
+        }
+    }
+    ns->p = end;
+    return false;
+}
+
+typedef enum { NUM_REAL, NUM_INT, NUM_UINT, NUM_RANGE } numkind;
+
+/* Classify a number token; an integer's value goes to *i or *u. */
+static numkind read_number(const char *tok, size_t len, int64_t *i, uint64_t *u)
+{
+    for (size_t k = 0; k < len; k++)
+        if (tok[k] == '.' || tok[k] == 'e' || tok[k] == 'E')
+            return NUM_REAL;
+    /* JSON integers have no leading zeros: more than 20 digits (and a
+     * sign) is past uint64 whatever they are. */
+    char buf[24];
+    if (len >= sizeof buf)
+        return NUM_RANGE;
+    memcpy(buf, tok, len);
+    buf[len] = '\0';
+    errno = 0;
+    if (tok[0] == '-') {
+        long long v = strtoll(buf, NULL, 10);
+        if (errno == ERANGE)
+            return NUM_RANGE;
+        *i = v;
+        return NUM_INT;
+    }
+    unsigned long long v = strtoull(buf, NULL, 10);
+    if (errno == ERANGE)
+        return NUM_RANGE;
+    *u = v;
+    return NUM_UINT;
 }
 
 /* Apply evs__mp_check's depth rule to a jansson tree; recursion stops at
@@ -543,18 +667,54 @@ static int check_depth(const json_t *j, unsigned depth, unsigned max)
     return 0;
 }
 
-static int load(const void *p, size_t len, json_t **out)
+/* Duplicate keys are refused: jansson would otherwise keep the last
+ * value silently, and the msgpack map could not say there were two. */
+#define LOAD_FLAGS (JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES)
+
+/* Parse p[0..len). *big is set when the tree was read with
+ * JSON_DECODE_INT_AS_REAL (integers past int64: see numscan), after every
+ * integer's text was checked to fit int64 or uint64. */
+static int load(const void *p, size_t len, json_t **out, bool *big)
 {
     json_error_t err;
     *out = NULL;
-    if (len == 0)
+    *big = false;
+    if (len == 0) {
+        (void)evs__set_error(EVS_EBADMSG, "JSON: empty input");
         return EVS_EBADMSG;
+    }
     if (p == NULL)
         return EVS_EINVAL;
-    json_t *j = json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+    pthread_once(&jansson_once, jansson_install);
+    tl_jansson_nomem = false;
+    json_t *j = json_loadb(p, len, LOAD_FLAGS, &err);
+    if (j == NULL && !tl_jansson_nomem && json_error_code(&err) == json_error_numeric_overflow) {
+        j = json_loadb(p, len, LOAD_FLAGS | JSON_DECODE_INT_AS_REAL, &err);
+        *big = true;
+    }
+    if (tl_jansson_nomem) {
+        /* Whatever jansson said (a parse error, or a tree built around
+         * the failure), the input was not judged: out of memory. */
+        json_decref(j);
+        return EVS_ENOMEM;
+    }
     if (j == NULL)
         return parse_error(&err);
     int rc = check_depth(j, 0, evs__max_depth());
+    if (rc == 0 && *big) {
+        numscan ns = {p, (const char *)p + len};
+        const char *tok;
+        size_t n;
+        int64_t i;
+        uint64_t u;
+        while (rc == 0 && next_number(&ns, &tok, &n)) {
+            if (read_number(tok, n, &i, &u) == NUM_RANGE) {
+                (void)evs__set_error(EVS_EBADMSG, "JSON: integer %.*s is outside -2^63 .. 2^64-1",
+                                    n > 40 ? 40 : (int)n, tok);
+                rc = EVS_EBADMSG;
+            }
+        }
+    }
     if (rc != 0) {
         json_decref(j);
         return rc;
@@ -566,21 +726,37 @@ static int load(const void *p, size_t len, json_t **out)
 int evs__json_validate(const void *p, size_t len)
 {
     json_t *j;
-    int rc = load(p, len, &j);
+    bool big;
+    int rc = load(p, len, &j, &big);
     json_decref(j);
     return rc;
 }
 
 /* Pack a depth-checked tree (so recursion is bounded by the depth limit).
+ * `ns` is NULL, or, for a tree read with JSON_DECODE_INT_AS_REAL, the
+ * document's number tokens, taken one per real in document order.
  * Returns 0 or non-zero after an allocation failure in the buffer. */
-static int pack(msgpack_packer *pk, const json_t *j)
+static int pack(msgpack_packer *pk, const json_t *j, numscan *ns)
 {
     switch (json_typeof(j)) {
     case JSON_NULL: return msgpack_pack_nil(pk);
     case JSON_TRUE: return msgpack_pack_true(pk);
     case JSON_FALSE: return msgpack_pack_false(pk);
     case JSON_INTEGER: return msgpack_pack_int64(pk, (int64_t)json_integer_value(j));
-    case JSON_REAL: return msgpack_pack_double(pk, json_real_value(j));
+    case JSON_REAL: {
+        const char *tok;
+        size_t n;
+        int64_t i;
+        uint64_t u;
+        if (ns != NULL && next_number(ns, &tok, &n)) {
+            switch (read_number(tok, n, &i, &u)) {
+            case NUM_INT: return msgpack_pack_int64(pk, i);
+            case NUM_UINT: return msgpack_pack_uint64(pk, u);
+            default: break; /* a real (ranges were checked in load) */
+            }
+        }
+        return msgpack_pack_double(pk, json_real_value(j));
+    }
     case JSON_STRING:
         return msgpack_pack_str_with_body(pk, json_string_value(j), json_string_length(j));
     case JSON_ARRAY: {
@@ -588,7 +764,7 @@ static int pack(msgpack_packer *pk, const json_t *j)
         if (msgpack_pack_array(pk, n) != 0)
             return -1;
         for (size_t i = 0; i < n; i++)
-            if (pack(pk, json_array_get(j, i)) != 0)
+            if (pack(pk, json_array_get(j, i), ns) != 0)
                 return -1;
         return 0;
     }
@@ -600,7 +776,7 @@ static int pack(msgpack_packer *pk, const json_t *j)
              it = json_object_iter_next((json_t *)j, it)) {
             if (msgpack_pack_str_with_body(pk, json_object_iter_key(it),
                                            json_object_iter_key_len(it)) != 0 ||
-                pack(pk, json_object_iter_value(it)) != 0)
+                pack(pk, json_object_iter_value(it), ns) != 0)
                 return -1;
         }
         return 0;
@@ -614,13 +790,15 @@ int evs__json_to_msgpack(const void *p, size_t len, evs_buf *out)
     if (out == NULL)
         return EVS_EINVAL;
     json_t *j;
-    int rc = load(p, len, &j);
+    bool big;
+    int rc = load(p, len, &j, &big);
     if (rc != 0)
         return rc;
     size_t start = out->len;
     msgpack_packer pk;
     evs__mp_packer_init(&pk, out);
-    if (pack(&pk, j) != 0) {
+    numscan ns = {p, (const char *)p + len};
+    if (pack(&pk, j, big ? &ns : NULL) != 0) {
         /* The only way the packer fails is the buffer failing to grow. */
         restore(out, start);
         rc = EVS_ENOMEM;

@@ -206,6 +206,158 @@ Test(alloc, publish_is_enomem_or_accounted, .timeout = 120)
     }
 }
 
+/*
+ * Routing with many matches, on the thread that routes. An inline
+ * TopicStream builds its match list on the publisher's thread, a
+ * dispatcher TopicStream on the dispatcher: each match list starts with
+ * room for two and grows as matches are appended, so a failure can come
+ * after the list was allocated (deliver_routed once leaked it then). The
+ * window of each run spans the publish and the flush, so that the
+ * dispatcher's allocations are inside it too (injection is process-wide).
+ * Every event reaches all ROUTED_SUBS subscriptions or none (then it is
+ * counted in dropped_nomem), and nothing leaks (LeakSanitizer).
+ */
+#define ROUTED_SUBS 12
+
+Test(alloc, routed_publish_with_many_matches_is_counted_and_leaks_nothing, .timeout = 120)
+{
+    static const char *const patterns[ROUTED_SUBS] = {
+        "r.*.b", "r.*.b", "r.*.b", "r.>", "r.>", "r.>", ">", ">", "*.*.b", "*.*.*", "r.*.*", "*.>",
+    };
+    const evs_stream_opts variants[] = {
+        {.topics = true, .delivery = EVS_DELIVERY_INLINE},
+        {.topics = true, .capacity = 64},
+        {.topics = true, .capacity = 64, .topic_cache = 1},
+        /* The same, with the handlers on pool workers (the last variant). */
+        {.topics = true, .capacity = 64},
+    };
+    size_t nv = sizeof variants / sizeof variants[0];
+    for (size_t v = 0; v < nv; v++) {
+        evs_stream *s;
+        ASSERT_RC(evs_stream_create(&s, &variants[v]), 0);
+        uint64_t got = 0;
+        evs_sub *subs[ROUTED_SUBS];
+        evs_sub_opts so = {.max_concurrent = v == nv - 1 ? 2 : 0};
+        for (int i = 0; i < ROUTED_SUBS; i++)
+            ASSERT_RC(evs_subscribe(&subs[i], s, patterns[i], count_fn, NULL, &got, &so), 0);
+        uint64_t publishes = 0;
+        SWEEP(k) {
+            /* A new subject each run, so that no run finds its route
+             * cached and every one builds a match list. */
+            char subj[32];
+            snprintf(subj, sizeof subj, "r.a%ld.b", k);
+            evs_event *ev;
+            ASSERT_RC(evs_event_create(&ev, EVS_TYPE_MESSAGE, subj, "x", 1), 0);
+            FAIL_AT(k);
+            int rc = evs_stream_publish(s, ev);
+            int frc = evs_stream_flush(s, EVS_FOREVER, NULL);
+            END_CALL(k);
+            evs_event_unref(ev);
+            if (rc != 0) {
+                cr_assert_eq(rc, EVS_ENOMEM, "variant %zu, k %ld: %s", v, k, evs_errname(rc));
+            } else {
+                publishes++;
+            }
+            ASSERT_RC(frc, 0);
+            evs_stream_stats st;
+            ASSERT_RC(evs_stream_stats_get(s, &st), 0);
+            /* All or none: delivered to every match, or dropped, counted. */
+            cr_assert_eq(ck_pr_load_64(&got), ROUTED_SUBS * (publishes - st.dropped_nomem),
+                         "variant %zu, k %ld: got %lu, publishes %lu, dropped_nomem %lu", v, k,
+                         (unsigned long)ck_pr_load_64(&got), (unsigned long)publishes,
+                         (unsigned long)st.dropped_nomem);
+        }
+        SWEPT();
+        /* Still usable: a cached subject and a new one both route. */
+        uint64_t before = ck_pr_load_64(&got);
+        for (int i = 0; i < 2; i++) {
+            evs_event *ev;
+            ASSERT_RC(evs_event_create(&ev, EVS_TYPE_MESSAGE, i ? "r.zz.b" : "r.a0.b", NULL, 0), 0);
+            ASSERT_RC(evs_stream_publish(s, ev), 0);
+            evs_event_unref(ev);
+        }
+        ASSERT_RC(evs_stream_flush(s, EVS_FOREVER, NULL), 0);
+        cr_assert_eq(ck_pr_load_64(&got) - before, 2 * ROUTED_SUBS, "variant %zu", v);
+        for (int i = 0; i < ROUTED_SUBS; i++)
+            ASSERT_RC(evs_unsubscribe(subs[i]), 0);
+        ASSERT_RC(evs_stream_destroy(s), 0);
+    }
+}
+
+static int topic_count_fn(const char *subject, const evs_topic_stats *st, void *user)
+{
+    (void)subject;
+    (void)st;
+    (*(size_t *)user)++;
+    return 0;
+}
+
+/* evs_broadcast (aliases for every stream after the first) and
+ * evs_stream_topics (a snapshot list): each failure is that stream's
+ * EVS_ENOMEM, the others go on, and the counts stay exact. */
+Test(alloc, broadcast_and_topic_listing_are_enomem_or_whole, .timeout = 120)
+{
+    enum { NS = 3 };
+    evs_stream *ss[NS];
+    uint64_t got[NS] = {0};
+    evs_sub *subs[NS];
+    for (int i = 0; i < NS; i++) {
+        evs_stream_opts o = {.topics = i != 1, .delivery = i == 2 ? EVS_DELIVERY_INLINE : 0,
+                             .capacity = 64};
+        ASSERT_RC(evs_stream_create(&ss[i], &o), 0);
+        ASSERT_RC(evs_subscribe(&subs[i], ss[i], "b.>", count_fn, NULL, &got[i], NULL), 0);
+    }
+    uint64_t accepted[NS] = {0};
+    SWEEP(k) {
+        char subj[32];
+        snprintf(subj, sizeof subj, "b.s%ld", k);
+        evs_event *ev;
+        ASSERT_RC(evs_event_create(&ev, EVS_TYPE_MESSAGE, subj, "x", 1), 0);
+        int results[NS];
+        FAIL_AT(k);
+        int n = evs_broadcast(ss, NS, ev, results);
+        for (int i = 0; i < NS; i++)
+            ASSERT_RC(evs_stream_flush(ss[i], EVS_FOREVER, NULL), 0);
+        END_CALL(k);
+        evs_event_unref(ev);
+        int ok = 0;
+        for (int i = 0; i < NS; i++) {
+            if (results[i] == 0) {
+                ok++;
+                accepted[i]++;
+            } else {
+                cr_assert_eq(results[i], EVS_ENOMEM, "k %ld, stream %d: %s", k, i,
+                             evs_errname(results[i]));
+            }
+            evs_stream_stats st;
+            ASSERT_RC(evs_stream_stats_get(ss[i], &st), 0);
+            cr_assert_eq(got[i], accepted[i] - st.dropped_nomem, "k %ld, stream %d", k, i);
+        }
+        cr_assert_eq(n, ok, "k %ld", k);
+    }
+    SWEPT();
+    for (int i = 0; i < NS; i += 2) {
+        size_t want = 0;
+        ASSERT_RC(evs_stream_topics(ss[i], topic_count_fn, &want), 0);
+        cr_assert_gt(want, 0);
+        SWEEP(k) {
+            size_t seen = 0;
+            FAIL_AT(k);
+            int rc = evs_stream_topics(ss[i], topic_count_fn, &seen);
+            END_CALL(k);
+            if (rc != 0) {
+                cr_assert_eq(rc, EVS_ENOMEM, "k %ld: %s", k, evs_errname(rc));
+                cr_assert_eq(seen, 0, "k %ld: a failed listing called fn", k);
+            } else {
+                cr_assert_eq(seen, want, "k %ld", k);
+            }
+        }
+        SWEPT();
+    }
+    for (int i = 0; i < NS; i++)
+        ASSERT_RC(evs_stream_destroy(ss[i]), 0);
+}
+
 Test(alloc, event_make_and_setters_are_enomem_with_nothing_changed)
 {
     static const char *const meta[] = {"region", "eu", "tier", "gold", NULL};
@@ -253,6 +405,78 @@ Test(alloc, event_make_and_setters_are_enomem_with_nothing_changed)
     }
     SWEPT();
     evs_event_unref(ev);
+}
+
+/*
+ * Valid JSON that makes jansson allocate in every way it does: strings
+ * longer than its first buffer, an object big enough to rehash, arrays
+ * that grow, nesting. jansson 2.14 reports its own allocation failures as
+ * ordinary parse errors, so before jansson allocated through the library
+ * these gave EVS_EBADMSG (or the sweep never reached jansson at all).
+ */
+static const char *const valid_json[] = {
+    "{\"sku\":7,\"tags\":[1,2]}",
+    "{\"k0\":0,\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,\"k8\":8,"
+    "\"k9\":9,\"ka\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17],\"kb\":{\"n\":{\"m\":[]}},"
+    "\"long\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\\n\"}",
+    "[\"x\",1.5,true,null,{\"a\":\"b\\u0000\\u00e9\"}]",
+};
+
+Test(alloc, json_data_is_enomem_never_ebadmsg, .timeout = 120)
+{
+    for (size_t d = 0; d < sizeof valid_json / sizeof valid_json[0]; d++) {
+        const char *doc = valid_json[d];
+        SWEEP(k) {
+            evs_event *ev = (evs_event *)1;
+            FAIL_AT(k);
+            int rc = evs_event_make(&ev, "Purchase", "orders.eu", doc, NULL);
+            END_CALL(k);
+            if (rc != 0) {
+                cr_assert_eq(rc, EVS_ENOMEM, "doc %zu, k %ld: %s", d, k, evs_errname(rc));
+                cr_assert_null(ev);
+                continue;
+            }
+            cr_assert_eq(evs_event_content(ev), EVS_CONTENT_MSGPACK);
+            evs_event_unref(ev);
+        }
+        SWEPT();
+        evs_event *ev;
+        ASSERT_RC(evs_event_create(&ev, EVS_TYPE_MESSAGE, "t", doc, strlen(doc)), 0);
+        SWEEP(k) {
+            FAIL_AT(k);
+            int rc = evs_event_set_content(ev, EVS_CONTENT_JSON);
+            END_CALL(k);
+            if (rc != 0) {
+                cr_assert_eq(rc, EVS_ENOMEM, "doc %zu, k %ld: %s", d, k, evs_errname(rc));
+                cr_assert_eq(evs_event_content(ev), EVS_CONTENT_BINARY, "a failed set changed it");
+                continue;
+            }
+            cr_assert_eq(evs_event_content(ev), EVS_CONTENT_JSON);
+            ASSERT_RC(evs_event_set_content(ev, EVS_CONTENT_BINARY), 0);
+        }
+        SWEPT();
+        /* JSON content is validated again when a wire-format event is
+         * decoded. */
+        ASSERT_RC(evs_event_set_content(ev, EVS_CONTENT_JSON), 0);
+        evs_buf wire = {0};
+        ASSERT_RC(evs_event_to_msgpack(ev, &wire), 0);
+        SWEEP(k) {
+            evs_event *got = (evs_event *)1;
+            FAIL_AT(k);
+            int rc = evs_event_from_msgpack(&got, wire.data, wire.len);
+            END_CALL(k);
+            if (rc != 0) {
+                cr_assert_eq(rc, EVS_ENOMEM, "doc %zu, k %ld: %s", d, k, evs_errname(rc));
+                cr_assert_null(got);
+                continue;
+            }
+            cr_assert_eq(evs_event_content(got), EVS_CONTENT_JSON);
+            evs_event_unref(got);
+        }
+        SWEPT();
+        evs_buf_free(&wire);
+        evs_event_unref(ev);
+    }
 }
 
 /* ------------------------------------------------------------------ */

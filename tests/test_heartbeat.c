@@ -702,3 +702,140 @@ Test(heartbeat, the_wall_clock_is_the_test_clock_when_one_is_set, .timeout = 30)
     cr_assert_eq(evs__hb_now(), 1234);
     finish();
 }
+
+/* ---- a blocked callback does not stall the other timers ------------ */
+
+/* Callbacks that count their fires under one mutex, so the test thread
+ * can wait for an exact count (with a deadline, never a sleep); blockers
+ * also wait at a gate that the test opens. */
+typedef struct hb_gate {
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    bool            open;
+} hb_gate;
+
+typedef struct gated {
+    hb_gate *g;
+    bool  block;   /* wait at the hb_gate */
+    int   fires;   /* under g->mu */
+} gated;
+
+static int64_t gated_fire(void *user, int64_t now)
+{
+    (void)now;
+    gated *t = user;
+    pthread_mutex_lock(&t->g->mu);
+    t->fires++;
+    pthread_cond_broadcast(&t->g->cv);
+    while (t->block && !t->g->open)
+        pthread_cond_wait(&t->g->cv, &t->g->mu);
+    pthread_mutex_unlock(&t->g->mu);
+    return -1;
+}
+
+/* Wait until t->fires reaches `want`, for at most 10 s. */
+static void wait_fires(gated *t, int want, const char *what)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 10;
+    pthread_mutex_lock(&t->g->mu);
+    while (t->fires < want) {
+        int rc = pthread_cond_timedwait(&t->g->cv, &t->g->mu, &dl);
+        cr_assert_neq(rc, ETIMEDOUT, "%s: %d fires after 10 s, want %d", what, t->fires, want);
+    }
+    cr_assert_eq(t->fires, want, "%s", what);
+    pthread_mutex_unlock(&t->g->mu);
+}
+
+static void open_gate(hb_gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* The clock moves, the service thread is woken, and the test waits for
+ * the fires it expects (evs__hb_sync would wait for the blocked one). */
+static void move_clock(int64_t t)
+{
+    evs_store_release(fake_ns_cell(), t);
+    evs__hb_kick();
+}
+
+Test(heartbeat, a_blocked_callback_does_not_stall_the_other_timers, .timeout = 60)
+{
+    use_fake_clock();
+    evs__hb_set_stall_ns(100 * MSEC);
+    hb_gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+    gated b = {.g = &g, .block = true}, c = {.g = &g}, c3 = {.g = &g};
+    evs__hb_timer *tb, *tc, *tc3;
+    /* b is added first, so at 1 s it fires first and blocks. */
+    ASSERT_RC(evs__hb_add(&tb, SEC, gated_fire, &b), 0);
+    ASSERT_RC(evs__hb_add(&tc, SEC, gated_fire, &c), 0);
+    ASSERT_RC(evs__hb_add(&tc3, 3 * SEC, gated_fire, &c3), 0);
+    move_clock(SEC);
+    wait_fires(&b, 1, "the blocker");
+    for (int s = 1; s <= 6; s++) {
+        if (s > 1)
+            move_clock(s * SEC);
+        wait_fires(&c, s, "the 1 s timer, while the blocker blocks");
+    }
+    wait_fires(&c3, 2, "the 3 s timer, while the blocker blocks");
+    pthread_mutex_lock(&g.mu);
+    cr_assert_eq(b.fires, 1, "the blocked timer fired again while its callback ran");
+    pthread_mutex_unlock(&g.mu);
+    cr_assert_eq(evs__hb_stalls(), 1);
+    /* Released, it re-arms at 1 s + 1 s, long past: one more fire. */
+    open_gate(&g);
+    ASSERT_RC(evs__hb_sync(), 0);
+    cr_assert_eq(b.fires, 2);
+    cr_assert_eq(c.fires, 6);
+    cr_assert_eq(c3.fires, 2);
+    ASSERT_RC(evs__hb_remove(tb), 0);
+    ASSERT_RC(evs__hb_remove(tc), 0);
+    ASSERT_RC(evs__hb_remove(tc3), 0);
+    evs__hb_set_stall_ns(0);
+    finish();
+}
+
+/* Several callbacks blocked at once, and every other timer exact each
+ * step; run under `make tsan` too. */
+Test(heartbeat, many_blocked_callbacks_leave_every_other_timer_exact, .timeout = 120)
+{
+    enum { NB = 3, NC = 8, STEPS = 40 };
+    use_fake_clock();
+    evs__hb_set_stall_ns(20 * MSEC);
+    hb_gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+    gated b[NB], c[NC];
+    evs__hb_timer *tb[NB], *tc[NC];
+    for (int i = 0; i < NB; i++) {
+        b[i] = (gated){.g = &g, .block = true};
+        ASSERT_RC(evs__hb_add(&tb[i], SEC, gated_fire, &b[i]), 0);
+    }
+    for (int i = 0; i < NC; i++) {
+        c[i] = (gated){.g = &g};
+        ASSERT_RC(evs__hb_add(&tc[i], SEC, gated_fire, &c[i]), 0);
+    }
+    for (int s = 1; s <= STEPS; s++) {
+        move_clock(s * SEC);
+        for (int i = 0; i < NC; i++)
+            wait_fires(&c[i], s, "a timer beside blocked callbacks");
+    }
+    for (int i = 0; i < NB; i++)
+        wait_fires(&b[i], 1, "a blocker");
+    cr_assert_geq(evs__hb_stalls(), NB);
+    open_gate(&g);
+    ASSERT_RC(evs__hb_sync(), 0);
+    for (int i = 0; i < NB; i++)
+        cr_assert_eq(b[i].fires, 2, "blocker %d", i);
+    for (int i = 0; i < NC; i++)
+        cr_assert_eq(c[i].fires, STEPS, "timer %d", i);
+    for (int i = 0; i < NB; i++)
+        ASSERT_RC(evs__hb_remove(tb[i]), 0);
+    for (int i = 0; i < NC; i++)
+        ASSERT_RC(evs__hb_remove(tc[i]), 0);
+    evs__hb_set_stall_ns(0);
+    finish();
+}

@@ -583,6 +583,11 @@ Test(json, json_to_msgpack_encodes_each_json_type)
         {"300", "cd 01 2c"},
         {"-9223372036854775808", "d3 80 00 00 00 00 00 00 00"},
         {"9223372036854775807", "cf 7f ff ff ff ff ff ff ff"},
+        {"9223372036854775808", "cf 80 00 00 00 00 00 00 00"},
+        {"18446744073709551615", "cf ff ff ff ff ff ff ff ff"},
+        {"[18446744073709551615,-2,1.5,-0,\"9\",{\"u\":9223372036854775809}]",
+         "96 cf ff ff ff ff ff ff ff ff fe cb 3f f8 00 00 00 00 00 00 00 a1 39 "
+         "81 a1 75 cf 80 00 00 00 00 00 00 01"},
         {"1.5", "cb 3f f8 00 00 00 00 00 00"},
         {"1.0", "cb 3f f0 00 00 00 00 00 00"},
         {"\"a\\u0000b\"", "a3 61 00 62"},
@@ -613,6 +618,8 @@ Test(json, json_to_msgpack_to_json_round_trips)
         "\"\xc3\xa9\xe2\x82\xac\xf0\x9d\x84\x9e\"", "[]", "{}", "[[],{}]",
         "{\"z\":1,\"a\":2,\"m\":[true,false,null,\"s\",1.25,{\"deep\":[1,[2,[3]]]}]}",
         "{\"\":\"empty key\"}",
+        "9223372036854775808", "18446744073709551615",
+        "[18446744073709551615,-9223372036854775808,0.5,\"1e3\",{\"\\\"k\":[1e+300]}]",
     };
     for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
         evs_buf mp = {0}, js = {0}, mp2 = {0};
@@ -710,7 +717,12 @@ Test(json, bad_json_is_ebadmsg)
         "", " ", "{", "}", "[1,]", "[1 2]", "nul", "1 2", "{\"a\"}", "{\"a\":}",
         "{a:1}", "'a'", "NaN", "Infinity", "01", "\"unterminated", "\"\xff\"",
         "\"\\ud800\"", "[\"a\" \"b\"]", "true false",
-        "18446744073709551616",      /* beyond jansson's integers */
+        "18446744073709551616",      /* beyond uint64 */
+        "-9223372036854775809",      /* beyond int64 */
+        "[18446744073709551615,123456789012345678901234567890]",
+        "[18446744073709551615,1e400]", /* a real past double, on the uint64 path */
+        "{\"a\":1,\"a\":2}",            /* duplicate keys */
+        "[18446744073709551615,{\"k\":1,\"k\":1}]",
         "{\"a\\u0000b\":1}",         /* jansson cannot hold NUL in keys */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -723,6 +735,73 @@ Test(json, bad_json_is_ebadmsg)
         assert_buf(&out, "q", bad[i]);
         evs_buf_free(&out);
     }
+}
+
+Test(json, duplicate_keys_are_ebadmsg_with_a_message)
+{
+    /* jansson keeps the last value of a repeated key unless told not to:
+     * {"a":1,"a":2} became {"a":2} with no error. */
+    static const char *const docs[] = {
+        "{\"a\":1,\"a\":2}",
+        "{\"x\":{\"k\":[1],\"k\":[1]}}",
+        "[1,{\"b\":null,\"c\":0,\"b\":null}]",
+    };
+    for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        int rc = evs__json_validate(docs[i], strlen(docs[i]));
+        cr_assert_eq(rc, EVS_EBADMSG, "%s: got %s", docs[i], evs_errname(rc));
+        cr_assert(strstr(evs_last_error(), "duplicate object key") != NULL, "%s: '%s'",
+                  docs[i], evs_last_error());
+        evs_event *ev = (evs_event *)1;
+        rc = evs_event_make(&ev, NULL, "t", docs[i], NULL);
+        cr_assert_eq(rc, EVS_EBADMSG, "%s: got %s", docs[i], evs_errname(rc));
+        cr_assert_null(ev);
+        cr_assert(strstr(evs_last_error(), "duplicate object key") != NULL, "%s: '%s'",
+                  docs[i], evs_last_error());
+        ASSERT_RC(evs_event_create(&ev, EVS_TYPE_MESSAGE, "t", docs[i], strlen(docs[i])), 0);
+        ASSERT_RC(evs_event_set_content(ev, EVS_CONTENT_JSON), EVS_EBADMSG);
+        evs_event_unref(ev);
+    }
+    /* The same key in different objects is fine. */
+    ASSERT_RC(evs__json_validate("[{\"a\":1},{\"a\":2}]", 17), 0);
+}
+
+Test(json, uint64_past_int64_max_round_trips_exactly)
+{
+    /* msgpack -> JSON: the digits, exactly. */
+    static const struct {
+        const char *hex, *json;
+    } v[] = {
+        {"cf 80 00 00 00 00 00 00 00", "9223372036854775808"},
+        {"cf ff ff ff ff ff ff ff fe", "18446744073709551614"},
+        {"cf ff ff ff ff ff ff ff ff", "18446744073709551615"},
+        {"92 cf ff ff ff ff ff ff ff ff d3 80 00 00 00 00 00 00 00",
+         "[18446744073709551615,-9223372036854775808]"},
+    };
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        uint8_t mp[64];
+        size_t n = hex(v[i].hex, mp);
+        evs_buf js = {0}, back = {0};
+        ASSERT_RC(evs__mp_to_json(mp, n, &js), 0);
+        assert_buf(&js, v[i].json, v[i].hex);
+        /* ... and JSON -> msgpack gives the same positive integers. */
+        ASSERT_RC(evs__json_validate(js.data, js.len), 0);
+        ASSERT_RC(evs__json_to_msgpack(js.data, js.len, &back), 0);
+        cr_assert_eq(back.len, n, "%s", v[i].json);
+        cr_assert_eq(memcmp(back.data, mp, n), 0, "%s: bytes differ", v[i].json);
+        evs_buf_free(&js);
+        evs_buf_free(&back);
+    }
+    /* Through an event: stored as msgpack, rendered back exactly. */
+    evs_event *ev;
+    ASSERT_RC(evs_event_make(&ev, NULL, "t", "{\"n\":18446744073709551615}", NULL), 0);
+    evs_buf b = {0};
+    ASSERT_RC(evs_event_to_json(ev, &b), 0);
+    cr_assert(strstr(b.data, "\"data\":{\"n\":18446744073709551615}") != NULL, "%s", b.data);
+    evs_buf_free(&b);
+    evs_event_unref(ev);
+    /* Past uint64 stays an error, with a message. */
+    ASSERT_RC(evs__json_validate("[18446744073709551615,18446744073709551616]", 43), EVS_EBADMSG);
+    cr_assert(strstr(evs_last_error(), "18446744073709551616") != NULL, "'%s'", evs_last_error());
 }
 
 Test(json, validate_takes_exactly_len_bytes)
