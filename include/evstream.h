@@ -1232,6 +1232,13 @@ typedef struct evs_sse_client_opts {
  * thread before connect returns, later ones from the stream's dispatcher
  * (or publishing thread, inline) and the heartbeat thread, one call at a
  * time; a push that blocks holds up the stream, so it should only queue.
+ * Live events that arrive during the hand-off wait in the mailbox; if it
+ * overflows under EVS_SSE_SLOW_DISCONNECT, the client is closed as a
+ * slow consumer then and there: what was queued and its final
+ * "event: disconnect" frame are pushed before connect returns, which
+ * still returns 0 (evs_sse_client_stats_get's close_reason says "slow
+ * consumer"), and nothing is pushed after it. That is the only time the
+ * layer closes a push client itself, apart from evs_sse_close.
  * Returns 0; EVS_EINVAL (out, sse or a pattern NULL, an invalid pattern
  * on a TopicStream, too many patterns, a bad last_event_id); EVS_ECLOSED
  * after evs_sse_close or the stream's close; EVS_EDEADLK (resuming inside

@@ -414,29 +414,48 @@ static bool push_begin(evs_sse_client *c, bool try)
 
 static void push_end(evs_sse_client *c) { evs_store_release(&c->busy, 0); }
 
-/* Push one frame (holding busy). A non-zero return closes the client. */
-static void push_frame(evs_sse_client *c, const char *frame, size_t len)
+/* Push one frame (holding busy). A non-zero return closes the client.
+ * `closing`: the client was closed by the layer as a slow consumer and
+ * this is what was queued before that, or its final frame; returns
+ * false when the callback refused it (nothing more is pushed). */
+static bool push_frame_as(evs_sse_client *c, const char *frame, size_t len, bool closing)
 {
-    if (evs_load(&c->state) != OPEN)
-        return;
+    if (!closing && evs_load(&c->state) != OPEN)
+        return false;
     evs_sse_client *outer = tl_push;
     tl_push = c;
     int r = c->push(frame, len, c->push_user);
     tl_push = outer;
     if (r != 0) {
         close_client(c, R_PUSH);
-        return;
+        return false;
     }
     evs_store(&c->frames, evs_load(&c->frames) + 1);
     ck_pr_inc_64(&c->sse->frames);
+    return true;
 }
 
-/* Push every frame next_frame has ready (the connecting thread, holding
- * busy: the hand-off). */
+static void push_frame(evs_sse_client *c, const char *frame, size_t len)
+{
+    (void)push_frame_as(c, frame, len, false);
+}
+
+/*
+ * Push every frame next_frame has ready (the connecting thread, holding
+ * busy: the hand-off). A client the layer closed as a slow consumer
+ * meanwhile (its mailbox overflowed) gets what was queued and then its
+ * final frame, pushed here: nothing else would ever push it, and a web
+ * layer waiting for it would hold the connection forever. Such a client
+ * ends with final_sent set. A client closed by evs_sse_close or by its
+ * own push callback gets nothing more (the header's contract).
+ */
 static void pump(evs_sse_client *c)
 {
     char stack[PUSH_STACK];
-    while (evs_load(&c->state) == OPEN) {
+    while (!c->final_sent) {
+        unsigned st = evs_load_acquire(&c->state);
+        if (st != OPEN && st != R_SLOW)
+            return;
         size_t len;
         char *big = NULL;
         int r = next_frame(c, stack, sizeof stack, &len);
@@ -449,12 +468,18 @@ static void pump(evs_sse_client *c)
             drop_next(c);
             continue;
         }
+        if (r == NF_NONE && st == R_SLOW) {
+            evs__cpu_relax(); /* an enqueue claimed before the close is finishing */
+            continue;
+        }
         if (r != 0) {
             evs__free(big);
             return;
         }
-        push_frame(c, big != NULL ? big : stack, len);
+        bool ok = push_frame_as(c, big != NULL ? big : stack, len, st == R_SLOW);
         evs__free(big);
+        if (!ok && st == R_SLOW)
+            c->final_sent = true; /* refused: push nothing more */
     }
 }
 
@@ -504,8 +529,11 @@ static void push_handoff(evs_sse_client *c)
             push_end(c);
         }
         pthread_mutex_lock(&sse->handoff);
-        bool done = evs_load(&c->state) != OPEN ||
-                    (mailbox_empty(c) && evs_load(&c->skipped_pending) == 0);
+        /* A slow close (a handler's, under this mutex) is done only once
+         * pump has pushed the final frame. */
+        unsigned st = evs_load(&c->state);
+        bool done = (st != OPEN && (st != R_SLOW || c->final_sent)) ||
+                    (st == OPEN && mailbox_empty(c) && evs_load(&c->skipped_pending) == 0);
         if (done)
             evs_store_release(&c->replaying, 0);
         pthread_mutex_unlock(&sse->handoff);
