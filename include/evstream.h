@@ -1156,6 +1156,16 @@ typedef struct evs_sse_stream_opts {
     int retry_ms;         /* > 0: each client's first frame is
                              "retry: <ms>" (its reconnection delay);
                              0 = none */
+    bool reset_future_ids; /* false = a last_event_id newer than every id
+                             the stream issued replays nothing (right
+                             for a mirror whose ids another source
+                             decides and which may lag it); true = such
+                             an id is not this stream's (another
+                             instance's, before a restart): the client
+                             first gets "event: reset" with data
+                             {"issued":"<newest id issued>"} (no id:
+                             line), then is resumed as from id 0 (the
+                             gap frame, then everything retained) */
 } evs_sse_stream_opts;
 
 /*
@@ -1227,7 +1237,10 @@ typedef struct evs_sse_client_opts {
  * {"first":"<L+1>","last":"<last missing id>"} (ids as strings); then
  * every retained event after L that matches, in id order; then live
  * events, with none lost or repeated at the hand-off. An L newer than
- * every event replays nothing.
+ * every id the stream issued replays nothing, or, with
+ * opts.reset_future_ids, is answered with an "event: reset" frame and
+ * resumed as from 0: a client that keeps ids (to skip duplicates) must
+ * forget them on a reset, as ids start over.
  * Push mode: the frames up to the hand-off are pushed from the calling
  * thread before connect returns, later ones from the stream's dispatcher
  * (or publishing thread, inline) and the heartbeat thread, one call at a

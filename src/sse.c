@@ -125,6 +125,8 @@ struct evs_sse_client {
     const evs_event **replay; /* owned references, sent from replay_pos */
     uint32_t replay_n, replay_pos;
     uint64_t gap_first, gap_last; /* a gap frame to send first; 0 = none */
+    uint64_t reset_issued;        /* with reset_pending: the newest id issued */
+    bool reset_pending;           /* a reset frame to send before the gap */
     size_t need;                  /* the frame refused with ETOOBIG */
     bool retry_pending, final_sent;
 
@@ -294,7 +296,7 @@ static bool mailbox_empty(evs_sse_client *c)
 /* Nothing left for the reader: the eventfd may be reset. */
 static bool nothing_pending(evs_sse_client *c)
 {
-    return c->carry == NULL && !c->retry_pending && c->gap_first == 0 &&
+    return c->carry == NULL && !c->retry_pending && !c->reset_pending && c->gap_first == 0 &&
            c->replay_pos == c->replay_n && evs_load(&c->skipped_pending) == 0 &&
            evs_load(&c->state) == OPEN && !evs_load(&c->dying) && mailbox_empty(c);
 }
@@ -321,7 +323,7 @@ static void drop_next(evs_sse_client *c)
 
 /*
  * Write the client's next frame into buf[0..cap), in this order: retry,
- * gap, replay, the skipped comment, mailbox entries, and the final
+ * reset, gap, replay, the skipped comment, mailbox entries, and the final
  * disconnect frame of a closed client once its mailbox is drained.
  * Returns 0 with *len (the frame is consumed), EVS_ETOOBIG with *len =
  * its size (kept for next time), NF_NONE, EVS_ECLOSED after the final
@@ -337,6 +339,13 @@ again:
         n = snprintf(small, sizeof small, "retry: %d\n\n", c->sse->opts.retry_ms);
         if ((rc = put_small(buf, cap, small, (size_t)n, len)) == 0)
             c->retry_pending = false;
+        return rc;
+    }
+    if (c->reset_pending) {
+        n = snprintf(small, sizeof small, "event: reset\ndata: {\"issued\":\"%" PRIu64 "\"}\n\n",
+                     c->reset_issued);
+        if ((rc = put_small(buf, cap, small, (size_t)n, len)) == 0)
+            c->reset_pending = false;
         return rc;
     }
     if (c->gap_first != 0) {
@@ -674,6 +683,13 @@ static int build_replay(evs_sse_client *c, uint64_t last)
     int rc = evs_stream_flush(sse->stream, EVS_FOREVER, NULL);
     if (rc != 0)
         return rc;
+    if (last > issued && sse->opts.reset_future_ids) {
+        /* Not an id of this stream (another instance's, before a
+         * restart): everything here is new to the client. */
+        c->reset_pending = true;
+        c->reset_issued = issued;
+        last = 0;
+    }
     const evs_event **h = NULL;
     int n = 0;
     if (sse->hist_cap > 0) {

@@ -379,6 +379,37 @@ Test(sse, resume_with_an_id_newer_than_every_event_replays_nothing, .timeout = 3
     ASSERT_RC(evs_stream_destroy(s), 0);
 }
 
+/* Issue 13, finding 9: a restarted stream issues ids from 1 again, and
+ * an id from before the restart was taken silently. */
+Test(sse, with_reset_future_ids_a_future_id_gets_a_reset_then_everything_retained,
+     .timeout = 30)
+{
+    evs_stream *s = mk_stream(false, 2);
+    evs_sse_stream_opts so = {.heartbeat_ms = EVS_SSE_NO_HEARTBEAT, .reset_future_ids = true};
+    evs_sse *sse;
+    ASSERT_RC(evs_sse_create(&sse, s, &so), 0);
+    evs_sse_client *c = mk_client(sse, NULL, 0, "100"); /* nothing issued yet */
+    char buf[512], want[512] = "event: reset\ndata: {\"issued\":\"0\"}\n\n";
+    drain(c, buf, sizeof buf);
+    cr_assert_str_eq(buf, want);
+    for (int i = 1; i <= 3; i++)
+        pub(s, "t", "new");
+    flush(s);
+    evs_sse_client *d = mk_client(sse, NULL, 0, "100");
+    /* History 2: id 1 is gone (a gap), 2 and 3 are replayed. */
+    strcpy(want, "event: reset\ndata: {\"issued\":\"3\"}\n\n"
+                 "event: gap\ndata: {\"first\":\"1\",\"last\":\"1\"}\n\n");
+    frame(want, sizeof want, 2, "new");
+    frame(want, sizeof want, 3, "new");
+    drain(d, buf, sizeof buf);
+    cr_assert_str_eq(buf, want);
+    evs_sse_client *e = mk_client(sse, NULL, 0, "3"); /* an id it issued: no reset */
+    drain(e, buf, sizeof buf);
+    cr_assert_str_eq(buf, "");
+    ASSERT_RC(evs_sse_destroy(sse), 0);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+}
+
 Test(sse, a_last_event_id_that_is_not_a_decimal_id_is_einval, .timeout = 30)
 {
     evs_stream *s = mk_stream(false, 0);
