@@ -46,8 +46,8 @@
 /* How long a stopping hub waits for its streams to end on their own. */
 #define STOP_WAIT_MS 1000
 /* Publishers wait at most this long for room in a full stream, then get
- * 503. Short: an HTTP publish waits on the server's one thread, which
- * meanwhile serves nobody (only an overloaded hub fills its stream). */
+ * 503. An HTTP publish waits on a job thread (http.c), not the server's
+ * own; short all the same, as only an overloaded hub fills its stream. */
 #define PUBLISH_BLOCK_MS 100
 /* Descriptors beyond the event streams' cap: the connections the HTTP
  * server allows beyond it (256) and the hub's own (listener, epoll,
@@ -743,6 +743,7 @@ static void stop(struct hub *hub)
 int evs_cli_serve(int argc, char **argv)
 {
     struct hub hub = {.started_ns = now_ns()};
+    evs_hub_pub_json_install(); /* before any jansson allocation */
     int status = parse_args(argc, argv, &hub.o);
     if (status >= 0)
         return status;
