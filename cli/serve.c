@@ -152,6 +152,11 @@ static const char usage_text[] =
     "                         replays the stream before it listens. /publish then\n"
     "                         answers 202 {\"id\":null,\"queued\":true}\n"
     "\n"
+    "Event ids are decimal and increasing. Without --nats-durable they start over\n"
+    "when the hub restarts: a client resuming with an id newer than any this hub\n"
+    "issued first gets 'event: reset' (data {\"issued\":\"N\"}; forget the ids you\n"
+    "keep), then everything the hub retains (SPEC.md, \"Ids across a restart\").\n"
+    "\n"
     "Prints 'listening on http://ADDR:PORT' when ready; SIGINT or SIGTERM stops it.\n";
 
 /* ------------------------------------------------------------------ */
@@ -595,6 +600,11 @@ static int start_core(struct hub *hub)
     evs_sse_stream_opts sseo = {
         .heartbeat_ms = o->heartbeat_ms == 0 ? EVS_SSE_NO_HEARTBEAT : (int)o->heartbeat_ms,
         .retry_ms = (int)o->retry_ms,
+        /* Ids start over when a hub without JetStream restarts: an id
+         * from before is answered with a reset frame (SPEC.md, "The
+         * hub"). Durable mode's ids are JetStream's, and a hub still
+         * catching up may be behind an id another hub issued. */
+        .reset_future_ids = !durable,
     };
     evs_hub_events_opts eo = {.max_clients = o->max_clients, .client_buffer = o->client_buffer};
     int rc, status;
