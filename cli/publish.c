@@ -165,7 +165,7 @@ static int build(evs_event **out, const char *topic, const char *type, const voi
 int evs_hub_pub_send(evs_hub_pub *p, const char *topic, const char *type, const void *data,
                      size_t len, evs_content content, uint64_t *id)
 {
-    evs_event *ev;
+    evs_event *ev = NULL; /* set by build when rc is 0 (-O1 cannot see it) */
     bool json = content == EVS_CONTENT_JSON, big = json && len > BIG_JSON;
     if (big)
         pthread_mutex_lock(&big_json);
