@@ -5,7 +5,7 @@
  * Each stream is a push-mode client of the library's SSE layer
  * (evs_sse_connect with a push callback): the layer encodes frames and
  * pushes them, on the stream's dispatcher or the heartbeat thread (or
- * the HTTP thread while connect replays history), into this stream's
+ * a job thread while connect replays history), into this stream's
  * byte queue. libmicrohttpd's one polling thread drains the queue from
  * the response's content reader. With nothing queued the reader
  * suspends the connection (MHD then leaves it alone); the push that
@@ -17,7 +17,8 @@
  * bytes when a frame arrives is too slow; it gets a final
  * "event: disconnect" / "slow consumer" frame after what is queued and
  * its push returns non-zero, so the layer sends it nothing more. (One
- * frame is always accepted into an empty queue, whatever its size.) A
+ * frame is always accepted into an empty queue, whatever its size.) The
+ * replay of a resumed stream does not count (connect_client). A
  * client that stops reading altogether is closed by the server's
  * connection timeout. Stopping the server works the same way with
  * "server shutdown".
@@ -64,6 +65,9 @@
  * network's latency, and at 1,000 events a second or more to many
  * clients it turns one send per event into one per millisecond. */
 #define COALESCE_NS (1000 * 1000)
+/* Threads that open resumed streams (flush, history copy, replay): two,
+ * so that one resume stuck behind a slow flush holds up no other. */
+#define OPEN_THREADS 2
 
 /* One /events stream. */
 struct conn {
@@ -79,6 +83,11 @@ struct conn {
     bool ended;              /* the final frame is queued: nothing more */
     bool deferred;           /* on the waker's list: only the waker
                                 resumes it (it stays suspended until then) */
+    bool connecting;         /* evs_sse_connect is pushing the replay:
+                                client_buffer does not apply */
+    size_t replay_left;      /* bytes of the replay still queued: they
+                                lead the queue and do not count against
+                                client_buffer */
     int64_t resumed_ns;      /* when it was last resumed (CLOCK_MONOTONIC) */
     struct conn *wake_next;  /* the waker's list; set->wake_lock */
 };
@@ -93,6 +102,7 @@ struct evs_hub_events {
     size_t open;                  /* streams reserved or linked */
     bool stopping;
     atomic_uint_fast64_t served, rejected, slow, bytes;
+    evs_hub_jobs *jobs;           /* opens resumed streams (evs_hub_events_open) */
     /* The waker: resumes deferred streams (see resume_soon). */
     pthread_t waker;
     pthread_mutex_t wake_lock;    /* guards the four fields below; a leaf */
@@ -244,8 +254,9 @@ static int on_frames(const char *frames, size_t len, void *user)
     if (k->ended) {
         r = 1;
     } else {
-        size_t pending = k->len - k->off;
-        if ((pending > 0 && pending + len > e->opts.client_buffer) ||
+        /* Live bytes only: the replay leads the queue (replay_left). */
+        size_t pending = k->len - k->off - k->replay_left;
+        if ((!k->connecting && pending > 0 && pending + len > e->opts.client_buffer) ||
             queue_put(k, frames, len) != 0) {
             queue_end(k, &e->final_slow);
             atomic_fetch_add(&e->slow, 1);
@@ -272,6 +283,7 @@ static ssize_t read_frames(void *cls, uint64_t pos, char *buf, size_t max)
             n = max;
         memcpy(buf, k->buf + k->off, n);
         k->off += n;
+        k->replay_left -= n < k->replay_left ? n : k->replay_left;
         if (k->off == k->len) {
             k->off = k->len = 0;
             if (k->cap > KEEP_BYTES) {
@@ -435,10 +447,100 @@ static unsigned connect_error(int rc, const char **msg)
     }
 }
 
+/* A resumed stream being opened on a job thread (evs_hub_events_open
+ * returned 0): the connection stays suspended until the job is done. */
+struct evs_hub_opening {
+    struct evs_hub_job job;   /* first: the job is the opening */
+    evs_hub_events *e;
+    struct MHD_Connection *mc;
+    struct conn *k;           /* NULL once connect failed (freed) */
+    struct query q;           /* point into the connection's memory, which
+                                 lives while the connection does */
+    const char *last;
+    int rc;                   /* evs_sse_connect's */
+};
+
+/*
+ * Connect k's client. The frames pushed before connect returns are the
+ * replay (and the few live events merged into it): they are not held
+ * against client_buffer (on_frames, `connecting`), and bytes the reader
+ * sends first count against the replay before the live ones
+ * (replay_left), so a resumed client that keeps up is never cut for its
+ * replay. That queue is bounded by the history (--history events) plus
+ * the SSE layer's mailbox. If the layer closed the client meanwhile (as
+ * a slow consumer: its mailbox overflowed during the hand-off, and it
+ * pushed its final frame; or the server is stopping), the stream ends
+ * after what is queued: nothing else would end it.
+ */
+static int connect_client(evs_hub_events *e, struct conn *k, const struct query *q,
+                          const char *last)
+{
+    evs_sse_client_opts co = {
+        .patterns = q->n > 0 ? q->patterns : NULL,
+        .npatterns = q->n,
+        .last_event_id = last,
+        .push = on_frames,
+        .push_user = k,
+    };
+    k->connecting = true; /* nobody else sees k yet */
+    int rc = evs_sse_connect(&k->client, e->sse, &co);
+    if (rc != 0)
+        return rc;
+    evs_sse_client_stats cs;
+    const char *reason = evs_sse_client_stats_get(k->client, &cs) == 0 ? cs.close_reason : NULL;
+    pthread_mutex_lock(&k->mu);
+    k->connecting = false;
+    k->replay_left = k->len - k->off;
+    if (reason != NULL && !k->ended) {
+        if (strcmp(reason, "slow consumer") == 0) {
+            k->ended = true; /* the layer pushed the final frame */
+            atomic_fetch_add(&e->slow, 1);
+        } else {
+            queue_end(k, &e->final_shutdown);
+        }
+    }
+    pthread_mutex_unlock(&k->mu);
+    return 0;
+}
+
+static void open_job(struct evs_hub_job *job)
+{
+    struct evs_hub_opening *op = (struct evs_hub_opening *)job;
+    op->rc = connect_client(op->e, op->k, &op->q, op->last);
+    if (op->rc != 0) {
+        conn_free(op->k);
+        op->k = NULL;
+        release(op->e);
+    }
+    /* The last touch: the HTTP thread then calls evs_hub_events_finish
+     * (or _abandon) and frees op. */
+    MHD_resume_connection(op->mc);
+}
+
+/* Make the response for a connected k, which it then owns. */
+static unsigned respond(evs_hub_events *e, struct conn *k, struct MHD_Response **resp,
+                        const char **msg)
+{
+    *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, BLOCK_SIZE, read_frames, k,
+                                              free_frames);
+    if (*resp == NULL) {
+        evs_sse_disconnect(k->client);
+        conn_free(k);
+        release(e);
+        *msg = "out of memory";
+        return MHD_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    link_conn(e, k); /* from here the response owns k */
+    atomic_fetch_add(&e->served, 1);
+    return MHD_HTTP_OK;
+}
+
 unsigned evs_hub_events_open(evs_hub_events *e, struct MHD_Connection *mc,
-                             struct MHD_Response **resp, const char **msg)
+                             struct MHD_Response **resp, const char **msg,
+                             evs_hub_opening **pending)
 {
     struct query q = {.n = 0};
+    *pending = NULL;
     MHD_get_connection_values_n(mc, MHD_GET_ARGUMENT_KIND, collect_topic, &q);
     if (q.error != NULL) {
         *msg = q.error;
@@ -454,7 +556,10 @@ unsigned evs_hub_events_open(evs_hub_events *e, struct MHD_Connection *mc,
         return status;
 
     struct conn *k = calloc(1, sizeof(*k));
-    if (k == NULL) {
+    struct evs_hub_opening *op = last != NULL ? calloc(1, sizeof(*op)) : NULL;
+    if (k == NULL || (last != NULL && op == NULL)) {
+        free(k);
+        free(op);
         release(e);
         *msg = "out of memory";
         return MHD_HTTP_INTERNAL_SERVER_ERROR;
@@ -462,31 +567,53 @@ unsigned evs_hub_events_open(evs_hub_events *e, struct MHD_Connection *mc,
     k->set = e;
     k->mc = mc;
     pthread_mutex_init(&k->mu, NULL);
-    evs_sse_client_opts co = {
-        .patterns = q.n > 0 ? q.patterns : NULL,
-        .npatterns = q.n,
-        .last_event_id = last,
-        .push = on_frames,
-        .push_user = k,
-    };
-    int rc = evs_sse_connect(&k->client, e->sse, &co);
+    if (op != NULL) {
+        /* A resume flushes the stream, copies its history and pushes the
+         * replay: a job's work, not the HTTP thread's. */
+        *op = (struct evs_hub_opening){
+            .job = {.fn = open_job}, .e = e, .mc = mc, .k = k, .q = q, .last = last};
+        MHD_suspend_connection(mc);
+        if (evs_hub_jobs_submit(e->jobs, &op->job)) {
+            *pending = op;
+            return 0;
+        }
+        MHD_resume_connection(mc);
+        free(op);
+        conn_free(k);
+        release(e);
+        *msg = "shutting down";
+        return MHD_HTTP_SERVICE_UNAVAILABLE;
+    }
+    int rc = connect_client(e, k, &q, NULL);
     if (rc != 0) {
         conn_free(k);
         release(e);
         return connect_error(rc, msg);
     }
-    *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, BLOCK_SIZE, read_frames, k,
-                                              free_frames);
-    if (*resp == NULL) {
-        evs_sse_disconnect(k->client);
-        conn_free(k);
-        release(e);
-        *msg = "out of memory";
-        return MHD_HTTP_INTERNAL_SERVER_ERROR;
+    return respond(e, k, resp, msg);
+}
+
+unsigned evs_hub_events_finish(evs_hub_opening *op, struct MHD_Response **resp, const char **msg)
+{
+    evs_hub_events *e = op->e;
+    struct conn *k = op->k;
+    int rc = op->rc;
+    free(op);
+    if (k == NULL)
+        return connect_error(rc, msg);
+    return respond(e, k, resp, msg);
+}
+
+void evs_hub_events_abandon(evs_hub_opening *op)
+{
+    if (op == NULL)
+        return;
+    if (op->k != NULL) {
+        evs_sse_disconnect(op->k->client);
+        conn_free(op->k);
+        release(op->e);
     }
-    link_conn(e, k); /* from here the response owns k */
-    atomic_fetch_add(&e->served, 1);
-    return MHD_HTTP_OK;
+    free(op);
 }
 
 /* ------------------------------------------------------------------ */
@@ -534,6 +661,10 @@ int evs_hub_events_create(evs_hub_events **out, evs_sse *sse, const evs_hub_even
     if (!e->waker_running) {
         evs_hub_events_destroy(e);
         return EVS_ESYSTEM;
+    }
+    if ((rc = evs_hub_jobs_create(&e->jobs, OPEN_THREADS)) != 0) {
+        evs_hub_events_destroy(e);
+        return rc;
     }
     *out = e;
     return 0;
@@ -585,6 +716,8 @@ void evs_hub_events_stats_get(evs_hub_events *e, evs_hub_events_stats *out)
 
 void evs_hub_events_stop_waker(evs_hub_events *e)
 {
+    /* Opens in progress first: each resumes its connection when done. */
+    evs_hub_jobs_stop(e->jobs);
     pthread_mutex_lock(&e->wake_lock);
     bool join = e->waker_running && !e->waker_stop;
     e->waker_stop = true;
@@ -599,6 +732,7 @@ void evs_hub_events_destroy(evs_hub_events *e)
     if (e == NULL)
         return;
     evs_hub_events_stop_waker(e);
+    evs_hub_jobs_destroy(e->jobs);
     pthread_cond_destroy(&e->wake_cond);
     pthread_mutex_destroy(&e->wake_lock);
     pthread_cond_destroy(&e->idle);

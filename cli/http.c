@@ -21,9 +21,16 @@
  * connection. The body is kept only up to EVS_HUB_MAX_BODY: past it the
  * request is answered 413, whatever the body's length or encoding.
  *
+ * A complete publish is handed to a job thread (jobs.c, publish_job)
+ * with its connection suspended, since it may wait for room in the
+ * stream and validates JSON; the job resumes the connection and the
+ * access handler, called again, answers. A resumed GET /events is
+ * opened the same way (events.c).
+ *
  * Threads: every callback here runs on libmicrohttpd's thread (the
- * request-completed one also inside MHD_stop_daemon). The counters are
- * atomics, read by /metrics on that same thread.
+ * request-completed one also inside MHD_stop_daemon); publish_job on a
+ * job thread, touching only its request's state until its last act,
+ * MHD_resume_connection. The counters are atomics.
  */
 #include "hub.h"
 
@@ -59,6 +66,10 @@
  * at once (the connection then closes) instead of being read first. */
 #define DRAIN_MAX ((uint64_t)16 << 20)
 #define MAX_ORIGINS 32
+/* Threads that publish: a publish may wait PUBLISH_BLOCK_MS (serve.c)
+ * for room, so a few, that one full stream does not queue every
+ * publisher behind one wait. */
+#define PUBLISH_THREADS 4
 
 struct evs_hub_http {
     struct MHD_Daemon *d;
@@ -69,14 +80,40 @@ struct evs_hub_http {
     bool any_origin;          /* "*" was listed */
     evs_hub_pub *pub;
     evs_hub_events *events;
+    evs_hub_jobs *jobs;       /* runs the publishes (publish_job) */
     evs_hub_render_fn metrics, health;
     void *metrics_user;
     atomic_uint_fast64_t connections, requests, published, unauthorized, too_large;
     atomic_uint_fast64_t status[6];
 };
 
-/* A POST /publish in progress: the access handler's per-request state. */
+/* What *req points to between the access handler's calls: &not_publish
+ * (a plain request), or a state whose first member is its kind. */
+enum req_kind { REQ_PUBLISH = 1, REQ_EVENTS };
+
+/* *req of a request other than a publish, between the first call and
+ * the last. */
+static char not_publish;
+
+/* A GET /events that resumes: its open runs as a job (events.c). */
+struct events_req {
+    enum req_kind kind;  /* REQ_EVENTS */
+    evs_hub_opening *op; /* NULL once finished */
+};
+
+/* A POST /publish in progress: the access handler's per-request state.
+ * Once the body is in, the publish itself is a job (publish_job) with
+ * the connection suspended: it may wait for room in the stream, and
+ * validating JSON costs time; the HTTP thread meanwhile serves others. */
 struct publish {
+    enum req_kind kind;  /* REQ_PUBLISH */
+    struct evs_hub_job job;
+    evs_hub_http *h;
+    struct MHD_Connection *mc;
+    const char *topic, *type; /* the query's, valid while the connection is */
+    bool done;           /* the job ran: rc and id are its result */
+    int rc;
+    uint64_t id;
     unsigned status;     /* the refusal decided so far; 0 = none */
     const char *msg;     /* its reason */
     evs_content content;
@@ -302,6 +339,7 @@ static enum MHD_Result publish_begin(evs_hub_http *h, struct MHD_Connection *mc,
     struct publish *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return MHD_NO;
+    p->kind = REQ_PUBLISH;
     p->status = status;
     p->msg = msg;
     p->content = content_of(mc);
@@ -342,6 +380,9 @@ static unsigned publish_error(int rc, const char **msg)
     case EVS_EBADMSG:
         *msg = "body does not parse as its Content-Type says";
         return MHD_HTTP_BAD_REQUEST;
+    case EVS_HUB_EJSONCOST:
+        *msg = "JSON body too complex: validating it would take over 16 MiB";
+        return MHD_HTTP_CONTENT_TOO_LARGE;
     case EVS_ETIMEDOUT:
         *msg = "busy: the stream is full";
         return MHD_HTTP_SERVICE_UNAVAILABLE;
@@ -357,16 +398,37 @@ static unsigned publish_error(int rc, const char **msg)
     }
 }
 
-/* The last call: the whole body is in. */
+/* The publish, on a job thread; resumes the connection as its last act. */
+static void publish_job(struct evs_hub_job *job)
+{
+    struct publish *p = (struct publish *)((char *)job - offsetof(struct publish, job));
+    p->rc = evs_hub_pub_send(p->h->pub, p->topic, p->type, p->body.data, p->body.len, p->content,
+                             &p->id);
+    p->done = true;
+    MHD_resume_connection(p->mc);
+}
+
+/* The last call: the whole body is in. The first time, hand the publish
+ * to a job; the call after the job resumed the connection answers. */
 static enum MHD_Result publish_end(evs_hub_http *h, struct MHD_Connection *mc, struct publish *p)
 {
     if (p->status != 0)
         return reply_error(h, mc, p->status, p->msg, true);
-    size_t tl, yl;
-    const char *topic = arg_n(mc, "topic", &tl);
-    const char *type = arg_n(mc, "type", &yl);
-    uint64_t id = 0;
-    int rc = evs_hub_pub_send(h->pub, topic, type, p->body.data, p->body.len, p->content, &id);
+    if (!p->done) {
+        size_t tl, yl;
+        p->topic = arg_n(mc, "topic", &tl);
+        p->type = arg_n(mc, "type", &yl);
+        p->h = h;
+        p->mc = mc;
+        p->job.fn = publish_job;
+        MHD_suspend_connection(mc);
+        if (evs_hub_jobs_submit(h->jobs, &p->job))
+            return MHD_YES;
+        MHD_resume_connection(mc);
+        return reply_error(h, mc, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down", true);
+    }
+    int rc = p->rc;
+    uint64_t id = p->id;
     if (rc != 0) {
         const char *msg;
         unsigned status = publish_error(rc, &msg);
@@ -386,11 +448,30 @@ static enum MHD_Result publish_end(evs_hub_http *h, struct MHD_Connection *mc, s
 /* ------------------------------------------------------------------ */
 /* Routing                                                             */
 
-static enum MHD_Result events(evs_hub_http *h, struct MHD_Connection *mc)
+/* GET /events; called again with *req an events_req once a resume's
+ * open is done. */
+static enum MHD_Result events(evs_hub_http *h, struct MHD_Connection *mc, void **req)
 {
     struct MHD_Response *r = NULL;
     const char *msg = NULL;
-    unsigned status = evs_hub_events_open(h->events, mc, &r, &msg);
+    unsigned status;
+    if (*req != &not_publish) {
+        struct events_req *er = *req;
+        status = evs_hub_events_finish(er->op, &r, &msg);
+        er->op = NULL;
+    } else {
+        struct events_req *er = malloc(sizeof(*er));
+        if (er == NULL)
+            return MHD_NO;
+        er->kind = REQ_EVENTS;
+        er->op = NULL;
+        status = evs_hub_events_open(h->events, mc, &r, &msg, &er->op);
+        if (status == 0) { /* suspended until the open is done */
+            *req = er;
+            return MHD_YES;
+        }
+        free(er);
+    }
     if (status != MHD_HTTP_OK)
         return reply_error(h, mc, status, msg, true);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
@@ -435,7 +516,7 @@ static enum MHD_Result resource(evs_hub_http *h, struct MHD_Connection *mc, cons
 
 /* Everything but POST /publish. */
 static enum MHD_Result route(evs_hub_http *h, struct MHD_Connection *mc, const char *url,
-                             const char *method)
+                             const char *method, void **req)
 {
     bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
     bool head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
@@ -447,7 +528,7 @@ static enum MHD_Result route(evs_hub_http *h, struct MHD_Connection *mc, const c
     }
     if (strcmp(url, "/events") == 0) {
         if (get)
-            return events(h, mc);
+            return events(h, mc, req);
         if (options)
             return preflight(h, mc, "GET, OPTIONS", "Last-Event-ID, Cache-Control");
         return wrong_method(h, mc, "GET, OPTIONS");
@@ -457,9 +538,6 @@ static enum MHD_Result route(evs_hub_http *h, struct MHD_Connection *mc, const c
     return resource(h, mc, url);
 }
 
-/* *req of a request other than a publish, between the first call and
- * the last. */
-static char not_publish;
 
 /* libmicrohttpd's access handler: called once the headers are in, then
  * for each part of the body, then once it is all in. A publish keeps
@@ -483,8 +561,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
             *upload_size = 0;
             return MHD_YES;
         }
-        return route(h, mc, url, method);
+        return route(h, mc, url, method, req);
     }
+    if (*(enum req_kind *)*req == REQ_EVENTS)
+        return events(h, mc, req);
     struct publish *p = *req;
     if (*upload_size > 0) {
         publish_data(h, p, upload_data, *upload_size);
@@ -497,15 +577,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
 static void on_completed(void *cls, struct MHD_Connection *mc, void **req,
                          enum MHD_RequestTerminationCode toe)
 {
-    struct publish *p = *req;
     (void)cls;
     (void)mc;
     (void)toe;
-    if (p != NULL && *req != &not_publish) {
+    if (*req == NULL || *req == &not_publish)
+        return;
+    if (*(enum req_kind *)*req == REQ_EVENTS) {
+        struct events_req *er = *req;
+        evs_hub_events_abandon(er->op); /* NULL once finished */
+        free(er);
+    } else {
+        struct publish *p = *req;
         evs_buf_free(&p->body);
         free(p);
-        *req = NULL;
     }
+    *req = NULL;
 }
 
 static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
@@ -575,6 +661,7 @@ static int copy_opts(evs_hub_http *h, const evs_hub_http_opts *o)
 
 static void http_free(evs_hub_http *h)
 {
+    evs_hub_jobs_destroy(h->jobs);
     for (size_t i = 0; i < h->norigins; i++)
         free(h->origins[i]);
     free(h->token);
@@ -600,6 +687,8 @@ int evs_hub_http_start(evs_hub_http **out, const evs_hub_http_opts *o, char *url
         return EVS_ENOMEM;
     h->listener = MHD_INVALID_SOCKET;
     int rc = copy_opts(h, o);
+    if (rc == 0)
+        rc = evs_hub_jobs_create(&h->jobs, PUBLISH_THREADS);
     if (rc != 0) {
         http_free(h);
         return rc;
@@ -643,6 +732,9 @@ void evs_hub_http_stop(evs_hub_http *h)
 {
     if (h == NULL)
         return;
+    /* Publishes in progress resume their connections: none is suspended
+     * when the daemon stops. Later ones are answered 503. */
+    evs_hub_jobs_stop(h->jobs);
     MHD_stop_daemon(h->d);
     /* Only now: libmicrohttpd's thread may use it until it stops. */
     if (h->listener != MHD_INVALID_SOCKET)

@@ -9,11 +9,14 @@
  *   publish.c  turning bytes into an event on the hub's TopicStream;
  *              the event type names seen (for the page)
  *   feed.c     the --demo publisher and the --stdin reader
+ *   jobs.c     the threads that publish and open resumed streams, so
+ *              that the HTTP thread never waits for either
  *
  * With --nats, serve.c also owns the library's NATS bridge; publish.c
  * hands events to it in durable mode.
  *
- * Threads: the HTTP server runs one polling thread (libmicrohttpd's);
+ * Threads: the HTTP server runs one polling thread (libmicrohttpd's),
+ * which hands publishes and event-stream opens to job threads (jobs.c);
  * the stream has its dispatcher and the library its heartbeat thread;
  * each feed has one thread; the main thread waits for a signal and
  * stops everything. No thread per client.
@@ -32,6 +35,33 @@
 #define EVS_HUB_MAX_BODY ((size_t)1 << 20)
 
 /* ------------------------------------------------------------------ */
+/* jobs.c                                                              */
+
+typedef struct evs_hub_jobs evs_hub_jobs;
+
+/* A job: embedded in its owner's state; fn gets the job back and may
+ * free its owner (the pool does not touch the job after calling fn). */
+struct evs_hub_job {
+    void (*fn)(struct evs_hub_job *job);
+    struct evs_hub_job *next; /* the pool's queue */
+};
+
+/* Start `nthreads` (1..16) threads that run submitted jobs in order of
+ * submission. Returns 0, EVS_EINVAL, EVS_ENOMEM or EVS_ESYSTEM. */
+int evs_hub_jobs_create(evs_hub_jobs **out, unsigned nthreads);
+
+/* Queue `job`; false (nothing queued) once the pool is stopping.
+ * Threads: any. Blocks: no. */
+bool evs_hub_jobs_submit(evs_hub_jobs *j, struct evs_hub_job *job);
+
+/* Refuse new jobs, run every queued one, and join the threads.
+ * Idempotent; accepts NULL. Blocks: while the queued jobs run. */
+void evs_hub_jobs_stop(evs_hub_jobs *j);
+
+/* Stop, then free. Accepts NULL. */
+void evs_hub_jobs_destroy(evs_hub_jobs *j);
+
+/* ------------------------------------------------------------------ */
 /* publish.c                                                           */
 
 typedef struct evs_hub_pub evs_hub_pub;
@@ -43,13 +73,21 @@ typedef struct evs_hub_pub evs_hub_pub;
 int evs_hub_pub_create(evs_hub_pub **out, evs_stream *s, evs_nats_bridge *bridge);
 void evs_hub_pub_destroy(evs_hub_pub *p);
 
+/* evs_hub_pub_send: a JSON body whose validation would allocate more
+ * than the publisher's budget (16 MiB; publish.c). Not a library code. */
+#define EVS_HUB_EJSONCOST (-1000)
+
+/* Install the JSON allocator that bounds validation (publish.c): once,
+ * before anything in the process uses jansson. */
+void evs_hub_pub_json_install(void);
+
 /*
  * Publish `len` bytes of data as one event with `topic` (a subject) and
  * `type` (NULL = "message"), read as `content`. *id (may be NULL) gets
  * the event's id, or 0 when it is not known yet: with a bridge the
  * event is only queued for JetStream, whose sequence becomes its id.
  * Returns 0, EVS_EINVAL (bad subject or type name), EVS_EBADMSG (JSON
- * content that does not parse), EVS_ETOOBIG, EVS_ECLOSED,
+ * content that does not parse), EVS_HUB_EJSONCOST, EVS_ETOOBIG, EVS_ECLOSED,
  * EVS_ETIMEDOUT (the stream stayed full), EVS_EFULL (the bridge's
  * export queue is full), EVS_ENOMEM.
  * Ownership: copies everything.
@@ -92,16 +130,33 @@ typedef struct evs_hub_events_stats {
  * its waker thread. Returns 0, EVS_EINVAL, EVS_ENOMEM or EVS_ESYSTEM. */
 int evs_hub_events_create(evs_hub_events **out, evs_sse *sse, const evs_hub_events_opts *o);
 
+typedef struct evs_hub_opening evs_hub_opening;
+
 /*
  * Open an event stream for the GET /events request on `mc` (topic and
  * last_event_id from the query, Last-Event-ID from the headers).
  * Returns 200 with *resp the streaming response (the caller adds its
- * headers, queues it and drops its reference), or the status of the
- * error with *msg saying why (400, 503, 500).
+ * headers, queues it and drops its reference); 0 with *pending when the
+ * stream resumes: connecting then runs on a job thread with `mc`
+ * suspended, and when libmicrohttpd calls the access handler again (the
+ * job resumed `mc`), evs_hub_events_finish answers; or the status of
+ * the error with *msg saying why (400, 503, 500).
  * Threads: the HTTP server's thread.
+ * Blocks: no (a live-only open subscribes; a resume is a job).
  */
 unsigned evs_hub_events_open(evs_hub_events *e, struct MHD_Connection *mc,
-                             struct MHD_Response **resp, const char **msg);
+                             struct MHD_Response **resp, const char **msg,
+                             evs_hub_opening **pending);
+
+/* The resumed open is done: as evs_hub_events_open (200 with *resp, or
+ * an error status with *msg). Frees `op`. Threads: the HTTP thread. */
+unsigned evs_hub_events_finish(evs_hub_opening *op, struct MHD_Response **resp,
+                               const char **msg);
+
+/* The request ended before evs_hub_events_finish (the client went
+ * away): free `op` and its stream. Only once its job is done (the
+ * connection was resumed). Accepts NULL. */
+void evs_hub_events_abandon(evs_hub_opening *op);
 
 /*
  * The server is stopping: every stream gets a final "event: disconnect"
@@ -115,7 +170,8 @@ void evs_hub_events_stop(evs_hub_events *e);
 bool evs_hub_events_wait(evs_hub_events *e, int ms);
 
 /*
- * Stop the thread that resumes streams a little later to batch their
+ * Finish the opens in progress (resumes refuse new ones with 503), then
+ * stop the thread that resumes streams a little later to batch their
  * writes, once it has resumed every stream it holds; from then on
  * streams are resumed at once. After evs_hub_events_stop and this, no
  * stream is suspended, so the HTTP server may stop. Idempotent.

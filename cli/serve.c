@@ -46,8 +46,8 @@
 /* How long a stopping hub waits for its streams to end on their own. */
 #define STOP_WAIT_MS 1000
 /* Publishers wait at most this long for room in a full stream, then get
- * 503. Short: an HTTP publish waits on the server's one thread, which
- * meanwhile serves nobody (only an overloaded hub fills its stream). */
+ * 503. An HTTP publish waits on a job thread (http.c), not the server's
+ * own; short all the same, as only an overloaded hub fills its stream. */
 #define PUBLISH_BLOCK_MS 100
 /* Descriptors beyond the event streams' cap: the connections the HTTP
  * server allows beyond it (256) and the hub's own (listener, epoll,
@@ -151,6 +151,11 @@ static const char usage_text[] =
     "                         hub: a client may resume on any hub, and a hub\n"
     "                         replays the stream before it listens. /publish then\n"
     "                         answers 202 {\"id\":null,\"queued\":true}\n"
+    "\n"
+    "Event ids are decimal and increasing. Without --nats-durable they start over\n"
+    "when the hub restarts: a client resuming with an id newer than any this hub\n"
+    "issued first gets 'event: reset' (data {\"issued\":\"N\"}; forget the ids you\n"
+    "keep), then everything the hub retains (SPEC.md, \"Ids across a restart\").\n"
     "\n"
     "Prints 'listening on http://ADDR:PORT' when ready; SIGINT or SIGTERM stops it.\n";
 
@@ -595,6 +600,11 @@ static int start_core(struct hub *hub)
     evs_sse_stream_opts sseo = {
         .heartbeat_ms = o->heartbeat_ms == 0 ? EVS_SSE_NO_HEARTBEAT : (int)o->heartbeat_ms,
         .retry_ms = (int)o->retry_ms,
+        /* Ids start over when a hub without JetStream restarts: an id
+         * from before is answered with a reset frame (SPEC.md, "The
+         * hub"). Durable mode's ids are JetStream's, and a hub still
+         * catching up may be behind an id another hub issued. */
+        .reset_future_ids = !durable,
     };
     evs_hub_events_opts eo = {.max_clients = o->max_clients, .client_buffer = o->client_buffer};
     int rc, status;
@@ -743,6 +753,7 @@ static void stop(struct hub *hub)
 int evs_cli_serve(int argc, char **argv)
 {
     struct hub hub = {.started_ns = now_ns()};
+    evs_hub_pub_json_install(); /* before any jansson allocation */
     int status = parse_args(argc, argv, &hub.o);
     if (status >= 0)
         return status;

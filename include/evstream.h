@@ -1223,6 +1223,16 @@ typedef struct evs_sse_stream_opts {
     int retry_ms;         /* > 0: each client's first frame is
                              "retry: <ms>" (its reconnection delay);
                              0 = none */
+    bool reset_future_ids; /* false = a last_event_id newer than every id
+                             the stream issued replays nothing (right
+                             for a mirror whose ids another source
+                             decides and which may lag it); true = such
+                             an id is not this stream's (another
+                             instance's, before a restart): the client
+                             first gets "event: reset" with data
+                             {"issued":"<newest id issued>"} (no id:
+                             line), then is resumed as from id 0 (the
+                             gap frame, then everything retained) */
 } evs_sse_stream_opts;
 
 /*
@@ -1296,11 +1306,21 @@ typedef struct evs_sse_client_opts {
  * {"first":"<L+1>","last":"<last missing id>"} (ids as strings); then
  * every retained event after L that matches, in id order; then live
  * events, with none lost or repeated at the hand-off. An L newer than
- * every event replays nothing.
+ * every id the stream issued replays nothing, or, with
+ * opts.reset_future_ids, is answered with an "event: reset" frame and
+ * resumed as from 0: a client that keeps ids (to skip duplicates) must
+ * forget them on a reset, as ids start over.
  * Push mode: the frames up to the hand-off are pushed from the calling
  * thread before connect returns, later ones from the stream's dispatcher
  * (or publishing thread, inline) and the heartbeat thread, one call at a
  * time; a push that blocks holds up the stream, so it should only queue.
+ * Live events that arrive during the hand-off wait in the mailbox; if it
+ * overflows under EVS_SSE_SLOW_DISCONNECT, the client is closed as a
+ * slow consumer then and there: what was queued and its final
+ * "event: disconnect" frame are pushed before connect returns, which
+ * still returns 0 (evs_sse_client_stats_get's close_reason says "slow
+ * consumer"), and nothing is pushed after it. That is the only time the
+ * layer closes a push client itself, apart from evs_sse_close.
  * Returns 0; EVS_EINVAL (out, sse or a pattern NULL, an invalid pattern
  * on a TopicStream, too many patterns, a bad last_event_id); EVS_ECLOSED
  * after evs_sse_close or the stream's close; EVS_EDEADLK (resuming inside

@@ -125,6 +125,8 @@ struct evs_sse_client {
     const evs_event **replay; /* owned references, sent from replay_pos */
     uint32_t replay_n, replay_pos;
     uint64_t gap_first, gap_last; /* a gap frame to send first; 0 = none */
+    uint64_t reset_issued;        /* with reset_pending: the newest id issued */
+    bool reset_pending;           /* a reset frame to send before the gap */
     size_t need;                  /* the frame refused with ETOOBIG */
     bool retry_pending, final_sent;
 
@@ -294,7 +296,7 @@ static bool mailbox_empty(evs_sse_client *c)
 /* Nothing left for the reader: the eventfd may be reset. */
 static bool nothing_pending(evs_sse_client *c)
 {
-    return c->carry == NULL && !c->retry_pending && c->gap_first == 0 &&
+    return c->carry == NULL && !c->retry_pending && !c->reset_pending && c->gap_first == 0 &&
            c->replay_pos == c->replay_n && evs_load(&c->skipped_pending) == 0 &&
            evs_load(&c->state) == OPEN && !evs_load(&c->dying) && mailbox_empty(c);
 }
@@ -321,7 +323,7 @@ static void drop_next(evs_sse_client *c)
 
 /*
  * Write the client's next frame into buf[0..cap), in this order: retry,
- * gap, replay, the skipped comment, mailbox entries, and the final
+ * reset, gap, replay, the skipped comment, mailbox entries, and the final
  * disconnect frame of a closed client once its mailbox is drained.
  * Returns 0 with *len (the frame is consumed), EVS_ETOOBIG with *len =
  * its size (kept for next time), NF_NONE, EVS_ECLOSED after the final
@@ -337,6 +339,13 @@ again:
         n = snprintf(small, sizeof small, "retry: %d\n\n", c->sse->opts.retry_ms);
         if ((rc = put_small(buf, cap, small, (size_t)n, len)) == 0)
             c->retry_pending = false;
+        return rc;
+    }
+    if (c->reset_pending) {
+        n = snprintf(small, sizeof small, "event: reset\ndata: {\"issued\":\"%" PRIu64 "\"}\n\n",
+                     c->reset_issued);
+        if ((rc = put_small(buf, cap, small, (size_t)n, len)) == 0)
+            c->reset_pending = false;
         return rc;
     }
     if (c->gap_first != 0) {
@@ -414,29 +423,48 @@ static bool push_begin(evs_sse_client *c, bool try)
 
 static void push_end(evs_sse_client *c) { evs_store_release(&c->busy, 0); }
 
-/* Push one frame (holding busy). A non-zero return closes the client. */
-static void push_frame(evs_sse_client *c, const char *frame, size_t len)
+/* Push one frame (holding busy). A non-zero return closes the client.
+ * `closing`: the client was closed by the layer as a slow consumer and
+ * this is what was queued before that, or its final frame; returns
+ * false when the callback refused it (nothing more is pushed). */
+static bool push_frame_as(evs_sse_client *c, const char *frame, size_t len, bool closing)
 {
-    if (evs_load(&c->state) != OPEN)
-        return;
+    if (!closing && evs_load(&c->state) != OPEN)
+        return false;
     evs_sse_client *outer = tl_push;
     tl_push = c;
     int r = c->push(frame, len, c->push_user);
     tl_push = outer;
     if (r != 0) {
         close_client(c, R_PUSH);
-        return;
+        return false;
     }
     evs_store(&c->frames, evs_load(&c->frames) + 1);
     ck_pr_inc_64(&c->sse->frames);
+    return true;
 }
 
-/* Push every frame next_frame has ready (the connecting thread, holding
- * busy: the hand-off). */
+static void push_frame(evs_sse_client *c, const char *frame, size_t len)
+{
+    (void)push_frame_as(c, frame, len, false);
+}
+
+/*
+ * Push every frame next_frame has ready (the connecting thread, holding
+ * busy: the hand-off). A client the layer closed as a slow consumer
+ * meanwhile (its mailbox overflowed) gets what was queued and then its
+ * final frame, pushed here: nothing else would ever push it, and a web
+ * layer waiting for it would hold the connection forever. Such a client
+ * ends with final_sent set. A client closed by evs_sse_close or by its
+ * own push callback gets nothing more (the header's contract).
+ */
 static void pump(evs_sse_client *c)
 {
     char stack[PUSH_STACK];
-    while (evs_load(&c->state) == OPEN) {
+    while (!c->final_sent) {
+        unsigned st = evs_load_acquire(&c->state);
+        if (st != OPEN && st != R_SLOW)
+            return;
         size_t len;
         char *big = NULL;
         int r = next_frame(c, stack, sizeof stack, &len);
@@ -449,12 +477,18 @@ static void pump(evs_sse_client *c)
             drop_next(c);
             continue;
         }
+        if (r == NF_NONE && st == R_SLOW) {
+            evs__cpu_relax(); /* an enqueue claimed before the close is finishing */
+            continue;
+        }
         if (r != 0) {
             evs__free(big);
             return;
         }
-        push_frame(c, big != NULL ? big : stack, len);
+        bool ok = push_frame_as(c, big != NULL ? big : stack, len, st == R_SLOW);
         evs__free(big);
+        if (!ok && st == R_SLOW)
+            c->final_sent = true; /* refused: push nothing more */
     }
 }
 
@@ -504,8 +538,11 @@ static void push_handoff(evs_sse_client *c)
             push_end(c);
         }
         pthread_mutex_lock(&sse->handoff);
-        bool done = evs_load(&c->state) != OPEN ||
-                    (mailbox_empty(c) && evs_load(&c->skipped_pending) == 0);
+        /* A slow close (a handler's, under this mutex) is done only once
+         * pump has pushed the final frame. */
+        unsigned st = evs_load(&c->state);
+        bool done = (st != OPEN && (st != R_SLOW || c->final_sent)) ||
+                    (st == OPEN && mailbox_empty(c) && evs_load(&c->skipped_pending) == 0);
         if (done)
             evs_store_release(&c->replaying, 0);
         pthread_mutex_unlock(&sse->handoff);
@@ -646,6 +683,13 @@ static int build_replay(evs_sse_client *c, uint64_t last)
     int rc = evs_stream_flush(sse->stream, EVS_FOREVER, NULL);
     if (rc != 0)
         return rc;
+    if (last > issued && sse->opts.reset_future_ids) {
+        /* Not an id of this stream (another instance's, before a
+         * restart): everything here is new to the client. */
+        c->reset_pending = true;
+        c->reset_issued = issued;
+        last = 0;
+    }
     const evs_event **h = NULL;
     int n = 0;
     if (sse->hist_cap > 0) {

@@ -379,6 +379,37 @@ Test(sse, resume_with_an_id_newer_than_every_event_replays_nothing, .timeout = 3
     ASSERT_RC(evs_stream_destroy(s), 0);
 }
 
+/* Issue 13, finding 9: a restarted stream issues ids from 1 again, and
+ * an id from before the restart was taken silently. */
+Test(sse, with_reset_future_ids_a_future_id_gets_a_reset_then_everything_retained,
+     .timeout = 30)
+{
+    evs_stream *s = mk_stream(false, 2);
+    evs_sse_stream_opts so = {.heartbeat_ms = EVS_SSE_NO_HEARTBEAT, .reset_future_ids = true};
+    evs_sse *sse;
+    ASSERT_RC(evs_sse_create(&sse, s, &so), 0);
+    evs_sse_client *c = mk_client(sse, NULL, 0, "100"); /* nothing issued yet */
+    char buf[512], want[512] = "event: reset\ndata: {\"issued\":\"0\"}\n\n";
+    drain(c, buf, sizeof buf);
+    cr_assert_str_eq(buf, want);
+    for (int i = 1; i <= 3; i++)
+        pub(s, "t", "new");
+    flush(s);
+    evs_sse_client *d = mk_client(sse, NULL, 0, "100");
+    /* History 2: id 1 is gone (a gap), 2 and 3 are replayed. */
+    strcpy(want, "event: reset\ndata: {\"issued\":\"3\"}\n\n"
+                 "event: gap\ndata: {\"first\":\"1\",\"last\":\"1\"}\n\n");
+    frame(want, sizeof want, 2, "new");
+    frame(want, sizeof want, 3, "new");
+    drain(d, buf, sizeof buf);
+    cr_assert_str_eq(buf, want);
+    evs_sse_client *e = mk_client(sse, NULL, 0, "3"); /* an id it issued: no reset */
+    drain(e, buf, sizeof buf);
+    cr_assert_str_eq(buf, "");
+    ASSERT_RC(evs_sse_destroy(sse), 0);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+}
+
 Test(sse, a_last_event_id_that_is_not_a_decimal_id_is_einval, .timeout = 30)
 {
     evs_stream *s = mk_stream(false, 0);
@@ -686,6 +717,63 @@ Test(sse, a_non_zero_push_return_disconnects_the_client, .timeout = 30)
     ASSERT_RC(evs_sse_client_stats_get(c, &cs), 0);
     cr_assert_str_eq(cs.close_reason, "push failed");
     cr_assert_eq(cs.frames, 1);
+    ASSERT_RC(evs_sse_disconnect(c), 0);
+    ASSERT_RC(evs_sse_destroy(sse), 0);
+    ASSERT_RC(evs_stream_destroy(s), 0);
+}
+
+/* A push callback that publishes `flood` events to an inline stream
+ * from its first call: they reach the client while connect is still
+ * handing it over, so they wait in its mailbox. */
+typedef struct flooder {
+    pushed p;
+    evs_stream *s;
+    int flood;
+} flooder;
+
+static int push_and_flood(const char *frames, size_t len, void *user)
+{
+    flooder *f = user;
+    int rc = on_push(frames, len, &f->p);
+    int n = f->flood;
+    f->flood = 0;
+    for (int i = 0; i < n; i++)
+        pub(f->s, "t", "live");
+    return rc;
+}
+
+/* Issue 13, finding 2: the layer closed such a client as slow and then
+ * pushed nothing, so a web layer waited for its end forever. */
+Test(sse, a_push_client_closed_as_slow_during_the_hand_off_gets_its_final_frame,
+     .timeout = 30)
+{
+    evs_stream_opts so = {.delivery = EVS_DELIVERY_INLINE, .history = 16};
+    evs_stream *s;
+    ASSERT_RC(evs_stream_create(&s, &so), 0);
+    evs_sse *sse = mk_sse(s, EVS_SSE_SLOW_DISCONNECT, 4);
+    pub(s, "t", "old");
+    flooder f = {.p = {.mu = PTHREAD_MUTEX_INITIALIZER}, .s = s, .flood = 10};
+    evs_sse_client_opts o = {.push = push_and_flood, .push_user = &f, .last_event_id = "0"};
+    evs_sse_client *c;
+    ASSERT_RC(evs_sse_connect(&c, sse, &o), 0);
+    /* The replay (id 1), the four live events the mailbox held (2-5),
+     * then the final frame; nothing after it. */
+    char got[4096], want[1024] = "";
+    frame(want, sizeof want, 1, "old");
+    for (uint64_t id = 2; id <= 5; id++)
+        frame(want, sizeof want, id, "live");
+    strcat(want, "event: disconnect\ndata: slow consumer\n\n");
+    pushed_text(&f.p, got, sizeof got);
+    cr_assert_str_eq(got, want);
+    pub(s, "t", "after");
+    pushed_text(&f.p, got, sizeof got);
+    cr_assert_str_eq(got, want, "nothing is pushed after the final frame");
+    evs_sse_client_stats cs;
+    ASSERT_RC(evs_sse_client_stats_get(c, &cs), 0);
+    cr_assert_str_eq(cs.close_reason, "slow consumer");
+    evs_sse_stats st;
+    ASSERT_RC(evs_sse_stats_get(sse, &st), 0);
+    cr_assert_eq(st.disconnected_slow, 1);
     ASSERT_RC(evs_sse_disconnect(c), 0);
     ASSERT_RC(evs_sse_destroy(sse), 0);
     ASSERT_RC(evs_stream_destroy(s), 0);
