@@ -1,15 +1,23 @@
 # Shared by the hub's black-box tests (tests/test_serve.sh,
-# tests/test_tail.sh, tests/test_browser.sh); sourced, never run.
+# tests/test_tail.sh, tests/test_hub_nats.sh, tests/test_browser.sh);
+# sourced, never run.
 #
 # Each test starts hubs on free loopback ports (--port 0, the port read
 # from the "listening on" line), talks to them with curl, and stops them.
 # Everything it starts is killed on exit; every wait has a deadline.
 # Sets: bin (the evstream binary), tmp (a scratch directory).
+#
+# Skips: a test whose tool is missing calls `skip REASON`. Outside CI
+# that counts and prints the skip; in CI (CI=true) it is a failure, so
+# that CI cannot pass with tests that never ran. The summary line that
+# `finish` prints counts passes, failures and skips; each skip also
+# prints a line "SKIP WHAT" (.ci/run prints those again at the end).
 
 bin=${1:-build/evstream}
 tmp=$(mktemp -d)
 passed=0
 failed=0
+skipped=0
 started=()   # pids of hubs and helpers this script started
 
 hub_cleanup() {
@@ -25,12 +33,24 @@ trap 'exit 1' INT TERM HUP
 ok()    { passed=$((passed + 1)); echo "ok   $1"; }
 fail()  { failed=$((failed + 1)); echo "FAIL $1"; }
 check() { if eval "$2"; then ok "$1"; else fail "$1"; fi; }
+in_ci() { [ "${CI:-}" = true ] || [ "${CI:-}" = 1 ]; }
+# skip WHAT: WHAT did not run (say why): printed and counted; in CI a
+# failure instead.
+skip() {
+    if in_ci; then
+        fail "$1 (CI=true: a missing or failed tool is a failure, not a skip)"
+        return
+    fi
+    skipped=$((skipped + 1))
+    echo "SKIP $1"
+}
 finish() {
-    echo "$(basename "$0" .sh): $passed passed, $failed failed"
+    echo "$(basename "$0" .sh): $passed passed, $failed failed, $skipped skipped"
     [ "$failed" -eq 0 ]
     exit
 }
 
+# Without curl nothing here can run: a failure, in CI and out.
 command -v curl >/dev/null || { echo "$(basename "$0"): curl not found"; exit 1; }
 [ -x "$bin" ] || { echo "$(basename "$0"): no $bin (make)"; exit 1; }
 
