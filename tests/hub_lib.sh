@@ -12,6 +12,14 @@
 # that CI cannot pass with tests that never ran. The summary line that
 # `finish` prints counts passes, failures and skips; each skip also
 # prints a line "SKIP WHAT" (.ci/run prints those again at the end).
+#
+# Liveness: a stream's headers prove a curl subscriber is live (the hub
+# subscribes before it answers), but nothing in `evstream tail`'s output
+# shows that it has connected, and evstream_hub_clients counts a stream
+# from the moment its place under the cap is reserved, before it is
+# subscribed. Such a subscriber is proved live with `await_live`, which
+# publishes probe events until one arrives, never with a sleep or a
+# metric.
 
 bin=${1:-build/evstream}
 tmp=$(mktemp -d)
@@ -116,8 +124,10 @@ id_of() { sed -n 's/^{"id":"\([0-9][0-9]*\)"}$/\1/p'; }
 
 # subscribe FILE URL [seconds] [curl args]: read an event stream into
 # FILE (headers into FILE.h) in the background for at most `seconds`
-# (default 3); returns once the stream's headers are in (the
-# subscription is live then). Its pid is in $sub_pid.
+# (default 3); returns once the stream's headers are in, which proves
+# the subscription live: the hub subscribes (evs_sse_connect) before it
+# creates the answer. Returns 1 if curl ended without headers. Its pid
+# is in $sub_pid.
 subscribe() {
     local file=$1 url=$2 secs=${3:-3}
     shift 3 2>/dev/null || shift $#
@@ -125,11 +135,35 @@ subscribe() {
     curl -sN --max-time "$secs" -D "$file.h" -o "$file" "$@" "$url" &
     sub_pid=$!
     subs+=("$sub_pid")
-    for _ in $(seq 100); do
+    # Until the headers are in or curl ends (it ends by --max-time).
+    while kill -0 "$sub_pid" 2>/dev/null; do
         grep -q $'^\r$' "$file.h" 2>/dev/null && return 0
-        kill -0 "$sub_pid" 2>/dev/null || return 0
         sleep 0.02
     done
+    grep -q $'^\r$' "$file.h" 2>/dev/null
+}
+
+# await_live FILE BASE TOPIC: prove that a subscriber writing what it
+# receives to FILE (an SSE stream or tail's JSON lines) is live on hub
+# BASE for TOPIC: publish probe events there (type "probe", data
+# "probe-N") until one shows up in FILE, a probe every 200 ms, at most
+# 100 (20 s). A probe published before the subscription was live is
+# lost; one after it arrives, so afterwards FILE holds one probe or
+# more, ahead of everything published next: callers drop them (their
+# type is "probe"). Fails the test and returns 1 if none came.
+probes=0
+await_live() {
+    local file=$1 base=$2 topic=$3 i
+    for i in $(seq 100); do
+        probes=$((probes + 1))
+        publish "$base" "$topic&type=probe" "probe-$probes" >/dev/null
+        for _ in 1 2 3 4; do
+            grep -q 'probe-[0-9]' "$file" 2>/dev/null && return 0
+            sleep 0.05
+        done
+    done
+    fail "a subscriber on $topic gets a probe event within 20 s ($file)"
+    return 1
 }
 
 # Wait for every subscriber started so far (never a bare `wait`: that
