@@ -1,11 +1,12 @@
-# Shared by the hub's black-box tests (tests/test_serve.sh,
-# tests/test_tail.sh, tests/test_hub_nats.sh, tests/test_browser.sh);
+# Shared by the black-box tests (tests/test_serve.sh, tests/test_tail.sh,
+# tests/test_hub_nats.sh, tests/test_browser.sh, tests/sse_server_test.sh);
 # sourced, never run.
 #
 # Each test starts hubs on free loopback ports (--port 0, the port read
 # from the "listening on" line), talks to them with curl, and stops them.
 # Everything it starts is killed on exit; every wait has a deadline.
-# Sets: bin (the evstream binary), tmp (a scratch directory).
+# Sets: bin (the binary under test: $1, else $default_bin, else
+# build/evstream), tmp (a scratch directory).
 #
 # Skips: a test whose tool is missing calls `skip REASON`. Outside CI
 # that counts and prints the skip; in CI (CI=true) it is a failure, so
@@ -21,7 +22,7 @@
 # publishes probe events until one arrives, never with a sleep or a
 # metric.
 
-bin=${1:-build/evstream}
+bin=${1:-${default_bin:-build/evstream}}
 tmp=$(mktemp -d)
 passed=0
 failed=0
@@ -57,6 +58,18 @@ finish() {
     [ "$failed" -eq 0 ]
     exit
 }
+# Poll `cond` (a shell command) every 50 ms for up to `seconds`
+# (wall-clock, so a loaded machine gets the time it is promised):
+# wait_until SECONDS COND.
+wait_until() {
+    local end=$(( $(date +%s%N) + ${1%.*} * 1000000000 ))
+    while :; do
+        eval "$2" && return 0
+        [ "$(date +%s%N)" -lt "$end" ] || break
+        sleep 0.05
+    done
+    eval "$2"
+}
 
 # Without curl nothing here can run: a failure, in CI and out.
 command -v curl >/dev/null || { echo "$(basename "$0"): curl not found"; exit 1; }
@@ -72,7 +85,10 @@ start_hub() {
     "$bin" serve --port 0 "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" <"${hub_stdin:-/dev/null}" &
     pid=$!
     started+=("$pid")
-    for _ in $(seq 100); do
+    # 20 s: a hub under ASan on a loaded two-core machine (and one with
+    # --nats, which syncs with the server first) can take seconds.
+    local end=$(( $(date +%s) + 20 ))
+    while [ "$(date +%s)" -le "$end" ]; do
         port=$(sed -n 's|^listening on http://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$tmp/$name.out")
         [ -n "$port" ] && break
         kill -0 "$pid" 2>/dev/null || break

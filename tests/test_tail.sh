@@ -109,12 +109,14 @@ start_fake() {
     python3 "$here/fake_sse_server.py" "$1" "$fake_log" >"$tmp/fake.$1.out" 2>&1 &
     started+=("$!")
     fake_pid=$!
-    local port=""
-    for _ in $(seq 100); do
+    local port="" end=$(( $(date +%s) + 20 ))
+    while [ "$(date +%s)" -le "$end" ]; do
         port=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$tmp/fake.$1.out")
         [ -n "$port" ] && break
+        kill -0 "$fake_pid" 2>/dev/null || break
         sleep 0.05
     done
+    [ -n "$port" ] || fail "the scripted server ($1) starts and prints its port"
     fake="http://127.0.0.1:$port"
 }
 
