@@ -30,6 +30,7 @@ skipped=0
 started=()   # pids of hubs and helpers this script started
 
 hub_cleanup() {
+    exec 2>/dev/null # no "Killed" notices for the helpers ended here
     # Only what this script started, by pid.
     for p in "${started[@]}"; do kill -KILL "$p" 2>/dev/null; done
     for j in $(jobs -p); do kill -KILL "$j" 2>/dev/null; done
@@ -128,32 +129,57 @@ stop_hub() {
 # HTTP status of a request (curl arguments).
 code() { curl -s --max-time 5 -o /dev/null -w '%{http_code}' "$@"; }
 
-# publish BASE TOPIC DATA [curl args]: prints the JSON answer.
+# publish BASE TOPIC DATA [curl args]: prints the JSON answer (15 s at
+# most: generous for a loaded machine, and only spent when it hangs).
 publish() {
     local base=$1 topic=$2 data=$3
     shift 3
-    curl -s --max-time 5 -X POST --data-binary "$data" "$@" "$base/publish?topic=$topic"
+    curl -s --max-time 15 -X POST --data-binary "$data" "$@" "$base/publish?topic=$topic"
 }
 
 # The id in a publish answer {"id":"N"}.
 id_of() { sed -n 's/^{"id":"\([0-9][0-9]*\)"}$/\1/p'; }
 
 # subscribe FILE URL [seconds] [curl args]: read an event stream into
-# FILE (headers into FILE.h) in the background for at most `seconds`
-# (default 3); returns once the stream's headers are in, which proves
+# FILE (headers into FILE.h) in the background for `seconds` (default 3)
+# from the moment its headers are in; returns then. The headers prove
 # the subscription live: the hub subscribes (evs_sse_connect) before it
-# creates the answer. Returns 1 if curl ended without headers. Its pid
-# is in $sub_pid.
+# creates the answer. The window starts there, not when curl starts,
+# because on a loaded machine (ASan, two shared cores) curl can take
+# most of a short window to connect and get its headers, and the events
+# a test publishes into the window then fall after its end. For the same
+# reason EVS_TEST_WINDOW_SCALE (default 1; make test sets 2, make asan
+# 3) multiplies every window. curl's own --max-time (the window plus
+# 30 s) still bounds it. Returns 1 if curl ended without headers. Its pid
+# is in $sub_pid; it ends with curl's exit status, or 143 when the
+# window closed it.
+# window PID SECONDS: end curl PID after SECONDS, or sooner end
+# this watcher when curl ends by itself (polling, so that it never
+# signals a pid that has been reused).
+window() {
+    # In ms: mawk's printf %d stops at 2^31 - 1.
+    local end=$(( $(date +%s%N) / 1000000 + $(awk -v s="$2" 'BEGIN { printf "%d", s * 1000 }') ))
+    while kill -0 "$1" 2>/dev/null; do
+        [ $(( $(date +%s%N) / 1000000 )) -lt "$end" ] || { kill -TERM "$1" 2>/dev/null; return; }
+        sleep 0.1
+    done
+}
 subscribe() {
     local file=$1 url=$2 secs=${3:-3}
     shift 3 2>/dev/null || shift $#
+    secs=$(awk -v s="$secs" -v k="${EVS_TEST_WINDOW_SCALE:-1}" 'BEGIN { print s * k }')
     : >"$file.h"
-    curl -sN --max-time "$secs" -D "$file.h" -o "$file" "$@" "$url" &
+    # -N: curl flushes each write, so what it read is in FILE even when
+    # the window ends it with SIGTERM.
+    curl -sN --max-time "$((${secs%.*} + 30))" -D "$file.h" -o "$file" "$@" "$url" &
     sub_pid=$!
     subs+=("$sub_pid")
-    # Until the headers are in or curl ends (it ends by --max-time).
+    # Until the headers are in or curl ends.
     while kill -0 "$sub_pid" 2>/dev/null; do
-        grep -q $'^\r$' "$file.h" 2>/dev/null && return 0
+        if grep -q $'^\r$' "$file.h" 2>/dev/null; then
+            window "$sub_pid" "$secs" &
+            return 0
+        fi
         sleep 0.02
     done
     grep -q $'^\r$' "$file.h" 2>/dev/null

@@ -165,6 +165,8 @@ check "hub B's client: A's event and its own, once each, in order" \
     "[ \"\$(datas '$tmp/b1')\" = 'from-a from-b' ]"
 check "the event type crosses NATS" \
     "[ \"\$(frames '$tmp/a1' | cut -f2 | paste -sd' ' -)\" = 'message greet' ]"
+[ "$(datas "$tmp/a1") | $(datas "$tmp/b1")" = 'from-a from-b | from-a from-b' ] ||
+    { frames "$tmp/a1" | sed 's/^/  A got: /'; frames "$tmp/b1" | sed 's/^/  B got: /'; }
 check "ids are each hub's own, increasing" \
     "[ \"\$(id_for '$tmp/a1' from-a)\" = '$idA' ] &&
      [ -z \"\$(frames '$tmp/b1' | cut -f1 | not_increasing)\" ]"

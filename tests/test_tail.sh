@@ -109,14 +109,17 @@ start_fake() {
     python3 "$here/fake_sse_server.py" "$1" "$fake_log" >"$tmp/fake.$1.out" 2>&1 &
     started+=("$!")
     fake_pid=$!
-    local port="" end=$(( $(date +%s) + 20 ))
+    # 60 s: python3 behind a pyenv shim took 3 s to start at load 10
+    # here, and a 20 s wait was seen to run out.
+    local port="" end=$(( $(date +%s) + 60 ))
     while [ "$(date +%s)" -le "$end" ]; do
         port=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$tmp/fake.$1.out")
         [ -n "$port" ] && break
         kill -0 "$fake_pid" 2>/dev/null || break
         sleep 0.05
     done
-    [ -n "$port" ] || fail "the scripted server ($1) starts and prints its port"
+    [ -n "$port" ] || { fail "the scripted server ($1) starts and prints its port"
+                        sed 's/^/  fake: /' "$tmp/fake.$1.out" | tail -5; }
     fake="http://127.0.0.1:$port"
 }
 
