@@ -37,7 +37,7 @@ esac
 # The NATS bridge: libnats (optional for the library, which builds
 # without it) and nats-server, which tests/test_nats_bridge.c,
 # tests/test_hub_nats.sh and examples/nats_bridge start on a loopback
-# port (skipped when absent).
+# port (skipped, saying so, when absent; in CI, CI=true, a failure).
 case "$what" in
   test|all|sanitizers) check libnats libnats-dev
                        command -v nats-server >/dev/null 2>&1 || need_pkgs="$need_pkgs nats-server" ;;

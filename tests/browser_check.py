@@ -143,7 +143,18 @@ def main():
         b.open(HUB + "/?topic=browser.%3E")
         state = wait_for(b, lambda s: s["status"] == "open", 20)
         report(state["status"] == "open", "the page's EventSource opens (%s)" % state["status"])
-        time.sleep(0.5)  # the page's first /types poll
+        # Probes of type "order" until one shows: then the page both is
+        # subscribed and has learnt the type from its first /types poll
+        # (a fixed sleep raced that poll on a loaded machine). Their
+        # topic matches the page's, their data no check looks for.
+        shown = False
+        for i in range(1, 51):
+            publish("browser.probe", "probe-%d" % i, "order")
+            state = wait_for(b, lambda s: any(r[2].startswith("probe-") for r in s["rows"]), 0.4)
+            if any(r[2].startswith("probe-") for r in state["rows"]):
+                shown = True
+                break
+        report(shown, "the page is live and listens for the type 'order' (a probe shows)")
 
         ids = [publish("browser.test", "marker-%d <b>not markup</b>" % i) for i in range(1, 4)]
         ids.append(publish("browser.orders", '{"order":42}', "order"))

@@ -4,7 +4,7 @@
 # tests/browser_check.py reads what the page shows (rows, types, count,
 # rate) over the DevTools protocol. Also checks the page from curl.
 # Skips, saying so, only when Chromium (Debian package `chromium`) or
-# python3 is not installed.
+# python3 is not installed; in CI (CI=true) that is a failure.
 # Usage: tests/test_browser.sh build/evstream
 set -u
 . "$(dirname "$0")/hub_lib.sh"
@@ -15,12 +15,12 @@ for c in chromium chromium-browser google-chrome; do
     command -v "$c" >/dev/null && { chromium=$(command -v "$c"); break; }
 done
 if [ -z "$chromium" ]; then
-    echo "test_browser: SKIPPED: Chromium is not installed (apt-get install chromium)"
-    exit 0
+    skip "the page in headless Chromium: Chromium is not installed (apt-get install chromium)"
+    finish
 fi
 if ! command -v python3 >/dev/null; then
-    echo "test_browser: SKIPPED: python3 is not installed (it drives Chromium)"
-    exit 0
+    skip "the page in headless Chromium: python3 is not installed (it drives Chromium)"
+    finish
 fi
 echo "test_browser: $("$chromium" --version 2>/dev/null | head -1)"
 

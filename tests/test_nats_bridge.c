@@ -2,8 +2,15 @@
  * The NATS bridge against a real nats-server: each test that needs one
  * starts its own on a free loopback port (with -js and a temporary
  * store directory for JetStream) and kills it at the end, so tests may
- * run in parallel. Without nats-server installed those tests skip;
- * without libnats at build time only the EVS_ENOTSUP test runs.
+ * run in parallel. Without nats-server installed those tests skip,
+ * saying so, except in CI (CI=true), where they fail: CI must not pass
+ * with tests that never ran. A server that is installed but does not
+ * start is a failure everywhere; it gets SERVER_START_MS to come up
+ * (generous: a loaded two-core machine running the suite under ASan),
+ * and the tests' timeouts allow for two such starts (a restart).
+ * EVS_TEST_NATS_SERVER names the binary to run instead of the one on
+ * PATH (empty: as if none were installed). Without libnats at build
+ * time only the EVS_ENOTSUP test runs.
  *
  * Waiting is always for a condition, polled every few milliseconds with
  * a deadline, never a fixed sleep.
@@ -63,9 +70,23 @@ typedef struct server {
  * (the server also dies with the test process: PR_SET_PDEATHSIG). */
 static server srv;
 
+/* How long a starting nats-server may take to accept connections. */
+#define SERVER_START_MS 15000
+/* A test's timeout: its own seconds plus two server starts. */
+#define WITH_STARTS(s) ((s) + 2 * SERVER_START_MS / 1000)
+
+static bool in_ci(void)
+{
+    const char *ci = getenv("CI");
+    return ci != NULL && (strcmp(ci, "true") == 0 || strcmp(ci, "1") == 0);
+}
+
 static const char *server_path(void)
 {
     static char path[512];
+    const char *forced = getenv("EVS_TEST_NATS_SERVER");
+    if (forced != NULL)
+        return forced[0] != '\0' && access(forced, X_OK) == 0 ? forced : NULL;
     const char *env = getenv("PATH");
     char dirs[1024];
     snprintf(dirs, sizeof(dirs), "%s:/usr/sbin:/usr/local/sbin:/usr/local/bin:/usr/bin",
@@ -107,8 +128,8 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* Start (or restart, same port and store) the server; false if it did
- * not come up within 5 s. */
+/* Start (or restart, same port and store) the server; false if it
+ * exited or did not come up within SERVER_START_MS. */
 static bool server_run(server *sv)
 {
     const char *path = server_path();
@@ -137,7 +158,7 @@ static bool server_run(server *sv)
         _exit(127);
     }
     sv->pid = pid;
-    for (int i = 0; i < 1000; i++) {
+    for (int i = 0; i < SERVER_START_MS / 5; i++) {
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) { /* it exited: port taken? */
             sv->pid = 0;
@@ -175,6 +196,14 @@ static bool server_start(server *sv, bool js)
             return true;
         server_kill(sv, SIGKILL);
     }
+    /* What it said, for the failure message (the store is removed). */
+    char log[96], line[256];
+    snprintf(log, sizeof(log), "%s/log", sv->dir);
+    FILE *f = fopen(log, "r");
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        fprintf(stderr, "  nats-server: %s", line);
+    if (f != NULL)
+        fclose(f);
     return false;
 }
 
@@ -194,11 +223,27 @@ static void srv_fini(void)
     srv.dir[0] = '\0';
 }
 
-#define NEED_SERVER(js)                                                      \
-    do {                                                                     \
-        if (!server_start(&srv, (js)))                                       \
-            cr_skip_test("nats-server is not installed (or did not start): " \
-                         "skipping; install the Debian package nats-server"); \
+/* nats-server is installed, or the test skips (outside CI) or fails
+ * (in CI), saying which. */
+#define NEED_SERVER_BINARY()                                                   \
+    do {                                                                       \
+        if (server_path() == NULL) {                                           \
+            if (in_ci())                                                       \
+                cr_assert_fail("nats-server is not installed, and CI=true: "   \
+                               "install the Debian package nats-server");      \
+            cr_skip_test("nats-server is not installed: skipping; install "    \
+                         "the Debian package nats-server");                    \
+        }                                                                      \
+    } while (0)
+
+/* A running server in `srv`; one that does not start fails the test. */
+#define NEED_SERVER(js)                                                        \
+    do {                                                                       \
+        NEED_SERVER_BINARY();                                                  \
+        cr_assert(server_start(&srv, (js)),                                    \
+                  "nats-server (%s) did not start within %d s on a free port " \
+                  "(5 tries; its log is above)",                               \
+                  server_path(), SERVER_START_MS / 1000);                      \
     } while (0)
 
 /* Poll `cond` every 2 ms for up to `ms`; true if it held. */
@@ -383,7 +428,8 @@ Test(nats_bridge, bad_options_are_einval_and_create_nothing, .timeout = 10)
 /* ------------------------------------------------------------------ */
 /* Export, import, prefix                                              */
 
-Test(nats_bridge, export_publishes_matching_events_with_headers, .fini = srv_fini, .timeout = 15)
+Test(nats_bridge, export_publishes_matching_events_with_headers, .fini = srv_fini,
+     .timeout = WITH_STARTS(15))
 {
     NEED_SERVER(false);
     local l;
@@ -429,7 +475,8 @@ Test(nats_bridge, export_publishes_matching_events_with_headers, .fini = srv_fin
     local_close(&l);
 }
 
-Test(nats_bridge, import_publishes_matching_messages_locally, .fini = srv_fini, .timeout = 15)
+Test(nats_bridge, import_publishes_matching_messages_locally, .fini = srv_fini,
+     .timeout = WITH_STARTS(15))
 {
     NEED_SERVER(false);
     local l;
@@ -480,7 +527,8 @@ Test(nats_bridge, import_publishes_matching_messages_locally, .fini = srv_fini, 
     local_close(&l);
 }
 
-Test(nats_bridge, bridges_with_different_prefixes_do_not_meet, .fini = srv_fini, .timeout = 15)
+Test(nats_bridge, bridges_with_different_prefixes_do_not_meet, .fini = srv_fini,
+     .timeout = WITH_STARTS(15))
 {
     NEED_SERVER(false);
     local a, b1, b2;
@@ -509,7 +557,8 @@ Test(nats_bridge, bridges_with_different_prefixes_do_not_meet, .fini = srv_fini,
 /* ------------------------------------------------------------------ */
 /* Loops                                                               */
 
-Test(nats_bridge, two_bridges_pass_each_event_across_once, .fini = srv_fini, .timeout = 15)
+Test(nats_bridge, two_bridges_pass_each_event_across_once, .fini = srv_fini,
+     .timeout = WITH_STARTS(15))
 {
     NEED_SERVER(false);
     local a, b;
@@ -546,7 +595,8 @@ Test(nats_bridge, two_bridges_pass_each_event_across_once, .fini = srv_fini, .ti
     local_close(&b);
 }
 
-Test(nats_bridge, a_message_with_our_origin_is_dropped_as_a_loop, .fini = srv_fini, .timeout = 15)
+Test(nats_bridge, a_message_with_our_origin_is_dropped_as_a_loop, .fini = srv_fini,
+     .timeout = WITH_STARTS(15))
 {
     NEED_SERVER(false);
     local a, b;
@@ -567,7 +617,7 @@ Test(nats_bridge, a_message_with_our_origin_is_dropped_as_a_loop, .fini = srv_fi
     local_close(&b);
 }
 
-Test(nats_bridge, overlapping_patterns_forward_once, .fini = srv_fini, .timeout = 15)
+Test(nats_bridge, overlapping_patterns_forward_once, .fini = srv_fini, .timeout = WITH_STARTS(15))
 {
     NEED_SERVER(false);
     local a, b;
@@ -600,7 +650,8 @@ Test(nats_bridge, overlapping_patterns_forward_once, .fini = srv_fini, .timeout 
 /* ------------------------------------------------------------------ */
 /* Failures                                                            */
 
-Test(nats_bridge, nats_restarted_mid_stream_reconnects, .fini = srv_fini, .timeout = 20)
+Test(nats_bridge, nats_restarted_mid_stream_reconnects, .fini = srv_fini,
+     .timeout = WITH_STARTS(20))
 {
     NEED_SERVER(false);
     local a, b;
@@ -644,10 +695,10 @@ Test(nats_bridge, nats_restarted_mid_stream_reconnects, .fini = srv_fini, .timeo
     local_close(&b);
 }
 
-Test(nats_bridge, nats_down_at_create_connects_in_the_background, .fini = srv_fini, .timeout = 20)
+Test(nats_bridge, nats_down_at_create_connects_in_the_background, .fini = srv_fini,
+     .timeout = WITH_STARTS(20))
 {
-    if (server_path() == NULL)
-        cr_skip_test("nats-server is not installed: skipping");
+    NEED_SERVER_BINARY();
     local a, b;
     local_open(&a, NULL);
     local_open(&b, NULL);
@@ -676,7 +727,8 @@ Test(nats_bridge, nats_down_at_create_connects_in_the_background, .fini = srv_fi
     local_close(&b);
 }
 
-Test(nats_bridge, a_slow_local_stream_makes_nats_drop_imports_counted, .fini = srv_fini, .timeout = 20)
+Test(nats_bridge, a_slow_local_stream_makes_nats_drop_imports_counted, .fini = srv_fini,
+     .timeout = WITH_STARTS(20))
 {
     NEED_SERVER(false);
     local l;
@@ -745,7 +797,7 @@ static void publish_n(evs_stream *s, const char *fmt, int from, int to)
 }
 
 Test(nats_bridge, durable_exports_survive_a_restart_and_replay_in_order, .fini = srv_fini,
-     .timeout = 25)
+     .timeout = WITH_STARTS(25))
 {
     NEED_SERVER(true);
     local a, b;
@@ -787,7 +839,8 @@ Test(nats_bridge, durable_exports_survive_a_restart_and_replay_in_order, .fini =
     local_close(&b);
 }
 
-Test(nats_bridge, durable_replay_starts_at_a_sequence_or_a_time, .fini = srv_fini, .timeout = 20)
+Test(nats_bridge, durable_replay_starts_at_a_sequence_or_a_time, .fini = srv_fini,
+     .timeout = WITH_STARTS(20))
 {
     NEED_SERVER(true);
     local a, b, c;
@@ -828,7 +881,8 @@ Test(nats_bridge, durable_replay_starts_at_a_sequence_or_a_time, .fini = srv_fin
     local_close(&c);
 }
 
-Test(nats_bridge, a_durable_consumer_resumes_after_the_last_ack, .fini = srv_fini, .timeout = 20)
+Test(nats_bridge, a_durable_consumer_resumes_after_the_last_ack, .fini = srv_fini,
+     .timeout = WITH_STARTS(20))
 {
     NEED_SERVER(true);
     local a, b1, b2;
@@ -866,7 +920,8 @@ Test(nats_bridge, a_durable_consumer_resumes_after_the_last_ack, .fini = srv_fin
     local_close(&b2);
 }
 
-Test(nats_bridge, seq_ids_make_local_ids_the_jetstream_sequences, .fini = srv_fini, .timeout = 20)
+Test(nats_bridge, seq_ids_make_local_ids_the_jetstream_sequences, .fini = srv_fini,
+     .timeout = WITH_STARTS(20))
 {
     NEED_SERVER(true);
     local w, m;
@@ -911,10 +966,9 @@ Test(nats_bridge, seq_ids_make_local_ids_the_jetstream_sequences, .fini = srv_fi
 }
 
 Test(nats_bridge, durable_bridge_created_while_nats_is_down_loses_nothing, .fini = srv_fini,
-     .timeout = 20)
+     .timeout = WITH_STARTS(20))
 {
-    if (server_path() == NULL)
-        cr_skip_test("nats-server is not installed: skipping");
+    NEED_SERVER_BINARY();
     local a, b;
     local_open(&a, NULL);
     local_open(&b, NULL);
@@ -973,7 +1027,7 @@ Test(nats_bridge, create_is_enomem_or_whole, .timeout = 30)
 }
 
 Test(nats_bridge, retention_limits_apply_and_a_mirror_fills_the_ids_before_them,
-     .fini = srv_fini, .timeout = 20)
+     .fini = srv_fini, .timeout = WITH_STARTS(20))
 {
     NEED_SERVER(true);
     local w, m;

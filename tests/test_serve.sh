@@ -325,17 +325,25 @@ if ! command -v python3 >/dev/null; then
     echo "skip the stalled client: python3 not found"
 else
 start_hub S --client-buffer 1048576 || finish
-python3 - "${S##*:}" <<'EOF' &
+python3 - "${S##*:}" "$tmp/stalled" <<'EOF' &
 import socket, sys, time
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 s.connect(("127.0.0.1", int(sys.argv[1])))
 s.sendall(b"GET /events?topic=slow.x HTTP/1.1\r\nHost: hub\r\n\r\n")
+s.settimeout(0.5)
+got, end = b"", time.time() + 20  # read only until a probe arrives (await_live)
+while b"probe-" not in got and time.time() < end:
+    try:
+        got += s.recv(4096)
+    except socket.timeout:
+        continue
+    open(sys.argv[2], "wb").write(got)
 time.sleep(20)
 EOF
 stalled=$!
 started+=("$stalled")
-for _ in $(seq 50); do [ "$(metric "$S" evstream_hub_clients)" = 1 ] && break; sleep 0.05; done
+await_live "$tmp/stalled" "$S" slow.x
 subscribe "$tmp/fast" "$S/events?topic=slow.x" 20
 # 12 MiB in all, more than the kernel's socket buffers hold for the
 # stalled client; paced a little, so that a client that reads keeps up.
