@@ -134,8 +134,16 @@ code() { curl -s --max-time 5 -o /dev/null -w '%{http_code}' "$@"; }
 publish() {
     local base=$1 topic=$2 data=$3
     shift 3
-    curl -s --max-time 15 -X POST --data-binary "$data" "$@" "$base/publish?topic=$topic"
+    local rc=0
+    curl -s --max-time 15 -X POST --data-binary "$data" "$@" "$base/publish?topic=$topic" || rc=$?
+    busy
+    return $rc
 }
+
+# The script's last activity (a publish or a new subscription), in ms:
+# open windows stay open until `grace` after it (see window).
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+busy() { now_ms >"$tmp/.last_busy"; }
 
 # The id in a publish answer {"id":"N"}.
 id_of() { sed -n 's/^{"id":"\([0-9][0-9]*\)"}$/\1/p'; }
@@ -155,12 +163,23 @@ id_of() { sed -n 's/^{"id":"\([0-9][0-9]*\)"}$/\1/p'; }
 # window closed it.
 # window PID SECONDS: end curl PID after SECONDS, or sooner end
 # this watcher when curl ends by itself (polling, so that it never
-# signals a pid that has been reused).
+# signals a pid that has been reused). A window never closes less than
+# a grace (1 s, times EVS_TEST_WINDOW_SCALE) after the script's last
+# publish or subscribe (`busy`): a loaded machine that makes the
+# publishes into a window slow stretches the window with them, instead
+# of cutting off the last events. curl's --max-time still bounds it.
 window() {
     # In ms: mawk's printf %d stops at 2^31 - 1.
-    local end=$(( $(date +%s%N) / 1000000 + $(awk -v s="$2" 'BEGIN { printf "%d", s * 1000 }') ))
+    local end=$(( $(now_ms) + $(awk -v s="$2" 'BEGIN { printf "%d", s * 1000 }') ))
+    local grace=$(awk -v k="${EVS_TEST_WINDOW_SCALE:-1}" 'BEGIN { printf "%d", k * 1000 }')
+    local last t
     while kill -0 "$1" 2>/dev/null; do
-        [ $(( $(date +%s%N) / 1000000 )) -lt "$end" ] || { kill -TERM "$1" 2>/dev/null; return; }
+        t=$(now_ms)
+        last=$(cat "$tmp/.last_busy" 2>/dev/null || echo 0)
+        if [ "$t" -ge "$end" ] && [ "$t" -ge $((last + grace)) ]; then
+            kill -TERM "$1" 2>/dev/null
+            return
+        fi
         sleep 0.1
     done
 }
@@ -169,6 +188,7 @@ subscribe() {
     shift 3 2>/dev/null || shift $#
     secs=$(awk -v s="$secs" -v k="${EVS_TEST_WINDOW_SCALE:-1}" 'BEGIN { print s * k }')
     : >"$file.h"
+    busy
     # -N: curl flushes each write, so what it read is in FILE even when
     # the window ends it with SIGTERM.
     curl -sN --max-time "$((${secs%.*} + 30))" -D "$file.h" -o "$file" "$@" "$url" &

@@ -84,7 +84,7 @@ i2=$(publish "$A" f.b $'a\nb' | id_of)
 i3=$(publish "$A" f.c $'x\r\ny\rz' | id_of)
 i4=$(publish "$A" f.d '' | id_of)
 i5=$(publish "$A" f.e '{"k":[1,2]}' -H 'Content-Type: application/json' | id_of)
-i6=$(printf '\000\001\377' | curl -s -X POST --data-binary @- -H 'Content-Type: application/octet-stream' "$A/publish?topic=f.f" | id_of)
+i6=$(printf '\000\001\377' | publish "$A" f.f @- -H 'Content-Type: application/octet-stream' | id_of)
 i7=$(publish "$A" f.g ' lead' | id_of)
 i8=$(publish "$A" f.h $'a\n\nb' | id_of)
 waitpid "$sub_pid"
