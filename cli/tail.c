@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -311,6 +312,9 @@ int evs_cli_tail(int argc, char **argv)
     int status = parse_args(argc, argv, &t);
     if (status >= 0)
         return status;
+    /* A reader that goes away (`tail | head -n 1`) must end us through
+     * the write error (DONE: exit 0), not kill us with SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "evstream tail: cannot initialise libcurl\n");
         return 1;

@@ -92,7 +92,7 @@ fi
 wait_exit "$pipe_pid" 5
 rc=$?
 check "tail | head -n 1: ends when its output closes (exit $rc)" \
-    "[ $rc -ne 124 ] && [ \$(wc -l <'$tmp/t3') -eq 1 ] && grep -q '\"event\":\"probe\",\"data\":\"probe-[0-9]*\"' '$tmp/t3'"
+    "[ $rc -eq 0 ] && [ \$(wc -l <'$tmp/t3') -eq 1 ] && grep -q '\"event\":\"probe\",\"data\":\"probe-[0-9]*\"' '$tmp/t3'"
 stop_hub H TERM
 
 # ------------------------------------------------------------------ #
