@@ -188,23 +188,24 @@ static inline void evs__ring_release(struct evs_ring *r, uint64_t upto)
 /*
  * Producer under DROP_OLDEST: evict the oldest queued event. Returns
  * true and the evicted event (the caller now owns the ring's reference;
- * it may be NULL for a hole), or false when the oldest was just taken
- * by someone else (the consumer, another evicting producer): claim
- * again. While the oldest slot is claimed but not yet published (its
+ * it may be NULL for a hole), or false when nothing could be evicted
+ * right now: claim again (the ring may have room, or be closed, by
+ * then). When the oldest slot is claimed but not yet published (its
  * producer was preempted between claim and publish), nobody can pass
- * it: the caller waits for that producer, calling pause(round) with a
- * growing round (evs__backoff: spin, then yield, then sleep) so that it
- * never burns the CPU the stalled producer needs.
+ * it: the call first pauses with pause(*round) and increments *round,
+ * so a caller retrying with the same counter backs off more each time
+ * (evs__backoff: spin, then yield, then sleep) and never burns the CPU
+ * the stalled producer needs. A lost race (the consumer or another
+ * evicter took the oldest) returns false at once.
  */
 static inline bool evs__ring_evict(struct evs_ring *r, const evs_event **ev,
-                                   void (*pause)(unsigned round))
+                                   void (*pause)(unsigned round), unsigned *round)
 {
     uint64_t h = evs_load_acquire(&r->head);
     struct evs_ring_slot *s = &r->slots[h & r->mask];
-    for (unsigned round = 0; evs_load_acquire(&s->seq) != h + 1; round++) {
-        if (evs_load_acquire(&r->head) != h)
-            return false;
-        pause(round);
+    if (evs_load_acquire(&s->seq) != h + 1) {
+        pause((*round)++);
+        return false;
     }
     const evs_event *e = evs_load(&s->ev);
     if (!ck_pr_cas_64(&r->head, h, h + 1))

@@ -215,6 +215,7 @@ static bool close_client(evs_sse_client *c, unsigned reason)
 static void enqueue(evs_sse_client *c, const evs_event *item)
 {
     uint64_t pos;
+    unsigned evict_round = 0; /* pauses for a stalled pusher */
     for (;;) {
         int rc = evs__ring_claim(&c->mb, &pos);
         if (evs_likely(rc == 0))
@@ -223,7 +224,7 @@ static void enqueue(evs_sse_client *c, const evs_event *item)
             const evs_event *old;
             /* Waits (backing off) only while the oldest is still being
              * written by another pusher. */
-            if (evs__ring_evict(&c->mb, &old, evs__backoff)) {
+            if (evs__ring_evict(&c->mb, &old, evs__backoff, &evict_round)) {
                 if (old != HB_MARK && old != NULL) {
                     evs_event_unref(old);
                     lose(c, 1);

@@ -743,6 +743,7 @@ static int claim(evs_stream *s, uint64_t *pos)
 static int claim_full(evs_stream *s, uint64_t *pos)
 {
     int64_t deadline = -1;
+    unsigned evict_round = 0; /* DROP_OLDEST: pauses for a stalled producer */
     for (;;) {
         /* The caller found the ring full. Only now look at run_ec (the
          * dispatcher bumps it every run): snapshot it, then claim again,
@@ -761,7 +762,7 @@ static int claim_full(evs_stream *s, uint64_t *pos)
             return EVS_EFULL;
         case EVS_OVERFLOW_DROP_OLDEST: {
             const evs_event *old;
-            if (evs__ring_evict(&s->ring, &old, evs__backoff)) {
+            if (evs__ring_evict(&s->ring, &old, evs__backoff, &evict_round)) {
                 if (old != NULL) {
                     ck_pr_inc_64(&s->dropped_oldest);
                     count_sub_drops(s, old, evs_event_id(old));

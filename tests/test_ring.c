@@ -15,9 +15,9 @@ static struct evs_ring *stalled_ring;
 static unsigned pauses;
 static bool rounds_in_order = true;
 
-/* The evicter's pause: rounds must grow one by one (evs__backoff turns
- * them into spin, yield, sleep); at round 300 the stalled producer
- * finally publishes position 0. */
+/* The evicter's pause: rounds must grow one by one across retries
+ * (evs__backoff turns them into spin, yield, sleep); at round 300 the
+ * stalled producer finally publishes position 0. */
 static void pause_then_publish(unsigned round)
 {
     if (round != pauses)
@@ -48,13 +48,16 @@ Test(ring, evicting_a_slot_still_being_written_backs_off_until_it_is_published)
 
     stalled_ring = &r;
     const evs_event *old = NULL;
-    cr_assert(evs__ring_evict(&r, &old, pause_then_publish));
+    unsigned round = 0;
+    int calls = 0;
+    while (!evs__ring_evict(&r, &old, pause_then_publish, &round))
+        cr_assert_lt(++calls, 1000, "never evicted");
     cr_assert_eq(old, FAKE(0));
     cr_assert_eq(pauses, 301, "paused %u times", pauses);
     cr_assert(rounds_in_order, "the pause round must grow by one each time");
 
     /* The next oldest is published: evicted at once, no pause. */
-    cr_assert(evs__ring_evict(&r, &old, must_not_pause));
+    cr_assert(evs__ring_evict(&r, &old, must_not_pause, &round));
     cr_assert_eq(old, FAKE(1));
     ASSERT_RC(evs__ring_claim(&r, &pos), 0);
     cr_assert_eq(pos, 4);
